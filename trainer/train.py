@@ -1,0 +1,258 @@
+"""The training run: data, model, optimizers, schedule, validation and the run directory protocol."""
+from __future__ import annotations
+
+import math
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from trainer import distributed, events, schedule
+from trainer.config import Config, ConfigError, to_yaml
+from trainer.data.generated import ensure_generated_corpus
+from trainer.data.loader import TrainLoader, load_val_tokens
+from trainer.data.shards import list_shards, read_shard
+from trainer.data.tokenizer import ByteLUTs, bits_per_byte, build_byte_luts, load_tokenizer, target_bytes
+from trainer.dist_adam import DistAdam
+from trainer.model import GPT, parameter_groups
+from trainer.muon import Muon
+
+
+@dataclass
+class DataSource:
+    path: Path
+    tokenizer: Path | None
+
+
+@dataclass
+class ValResult:
+    loss: float
+    bpb: float | None
+
+
+def resolve_data(cfg: Config, d: distributed.Dist) -> DataSource:
+    if cfg.data.path:
+        path = Path(cfg.data.path)
+        if not path.is_dir():
+            raise ConfigError("data.path", f"no such folder: {path}")
+        tokenizer = Path(cfg.data.tokenizer) if cfg.data.tokenizer else None
+    else:
+        # Rank 0 builds the cache entry first so the other ranks find it instead of building it too.
+        if not d.is_main:
+            distributed.barrier()
+        corpus = ensure_generated_corpus(cfg.data.cache_dir or None, cfg.model.vocab_size)
+        if d.is_main:
+            distributed.barrier()
+        path = corpus.path
+        tokenizer = Path(cfg.data.tokenizer) if cfg.data.tokenizer else corpus.tokenizer
+    if tokenizer is not None and not tokenizer.is_file():
+        raise ConfigError("data.tokenizer", f"no such file: {tokenizer}")
+    for split in ("train", "val"):
+        for shard in list_shards(path, split):
+            read_shard(shard)  # header and size checks up front, not halfway through training
+    return DataSource(path, tokenizer)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def peak_mem_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Trainer:
+    def __init__(self, cfg: Config, d: distributed.Dist, log: events.RunLog):
+        self.cfg, self.dist, self.log = cfg, d, log
+        torch.manual_seed(cfg.seed)
+        self.data = resolve_data(cfg, d)
+        self.autocast_dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
+        self.model = GPT.from_config(cfg).to(d.device)
+        self.model.set_fp8(cfg.fp8.enabled, cfg.fp8.x_s, cfg.fp8.w_s, cfg.fp8.grad_s)
+        self.forward = torch.compile(self.model) if cfg.compile.enabled else self.model
+        groups = parameter_groups(self.model)
+        o = cfg.optim
+        adam_groups = [
+            {"params": groups["head"], "lr": o.tied_embed_lr, "name": "head"},
+            {"params": groups["control"], "lr": o.scalar_lr, "name": "control"},
+        ]
+        self.adam = DistAdam(adam_groups, betas=(o.beta1, o.beta2), eps=o.eps)
+        self.muon = Muon(groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, ns_steps=o.muon_ns_steps,
+                         weight_decay=o.muon_weight_decay)
+        for opt in (self.adam, self.muon):
+            for group in opt.param_groups:
+                group["base_lr"] = group["lr"]
+        t = cfg.train
+        self.loader = TrainLoader(self.data.path, d.rank, d.world_size, t.batch_tokens, t.seq_len, t.micro_batches)
+        self.val_tokens = load_val_tokens(self.data.path, t.seq_len, t.val_tokens)
+        self._check_token_range()
+        self.luts: ByteLUTs | None = None
+        if self.data.tokenizer is not None:
+            sp = load_tokenizer(self.data.tokenizer)
+            if sp.vocab_size() > cfg.model.vocab_size:
+                raise ConfigError("model.vocab_size", f"{cfg.model.vocab_size} is smaller than the tokenizer's "
+                                  f"{sp.vocab_size()} pieces ({self.data.tokenizer})")
+            self.luts = build_byte_luts(sp, cfg.model.vocab_size, d.device)
+
+    def _check_token_range(self) -> None:
+        top = int(self.val_tokens.max())
+        if top >= self.cfg.model.vocab_size:
+            raise ConfigError("model.vocab_size", f"the validation shards in {self.data.path} hold token id {top}, "
+                              f"outside a vocabulary of {self.cfg.model.vocab_size}")
+
+    def untie(self) -> None:
+        """Give the input embedding its own weight and the LM head's Adam state, then train them apart."""
+        embed = self.model.untie()
+        o = self.cfg.optim
+        self.adam.add_param(embed, lr=o.embed_lr, copy_state_from=self.model.lm_head.weight)
+        for group in self.adam.param_groups:
+            if group.get("name") == "head":
+                group["base_lr"] = o.head_lr
+            elif embed in group["params"]:
+                group["base_lr"] = o.embed_lr
+        if self.forward is not self.model:
+            self.forward = torch.compile(self.model)
+
+    def train_step(self, lr_mul: float, momentum: float) -> torch.Tensor:
+        for opt in (self.adam, self.muon):
+            opt.zero_grad(set_to_none=True)
+        micro = self.loader.next_batch()
+        total = torch.zeros((), device=self.dist.device)
+        for i, (x, y) in enumerate(micro):
+            last = i == len(micro) - 1
+            self.adam.set_grad_sync(last)
+            self.muon.set_grad_sync(last)
+            x, y = x.to(self.dist.device, non_blocking=True), y.to(self.dist.device, non_blocking=True)
+            with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype,
+                                enabled=self.autocast_dtype != torch.float32):
+                loss = self.forward(x, y, self.autocast_dtype)
+            (loss / len(micro)).backward()
+            total += loss.detach()
+        for opt in (self.adam, self.muon):
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_mul
+        for group in self.muon.param_groups:
+            group["momentum"] = momentum
+        self.adam.step()
+        self.muon.step()
+        return total / len(micro)
+
+    @torch.no_grad()
+    def evaluate(self) -> ValResult:
+        """Loss and bits per byte over the whole validation slice, summed in float64 across ranks."""
+        seq_len = self.cfg.train.seq_len
+        tokens = self.val_tokens
+        num_seqs = (tokens.numel() - 1) // seq_len
+        lo = num_seqs * self.dist.rank // self.dist.world_size
+        hi = num_seqs * (self.dist.rank + 1) // self.dist.world_size
+        per_batch = max(1, self.cfg.train.val_batch_tokens // seq_len // self.dist.world_size)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.dist.device)  # nats, tokens, bytes
+        self.model.eval()
+        for start in range(lo, hi, per_batch):
+            end = min(start + per_batch, hi)
+            chunk = tokens[start * seq_len:end * seq_len + 1].to(self.dist.device, dtype=torch.int64)
+            x, y = chunk[:-1].view(-1, seq_len), chunk[1:].view(-1, seq_len)
+            with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype,
+                                enabled=self.autocast_dtype != torch.float32):
+                nats = self.model(x, y, self.autocast_dtype, reduction="none")
+            sums[0] += nats.double().sum()
+            sums[1] += y.numel()
+            if self.luts is not None:
+                sums[2] += target_bytes(x, y, self.luts).double().sum()
+        self.model.train()
+        distributed.all_reduce_(sums)
+        loss = (sums[0] / sums[1]).item()
+        bpb = bits_per_byte(sums[0].item(), sums[2].item()) if self.luts is not None else None
+        return ValResult(loss, bpb)
+
+    def _agreed(self, values: list[float], op=dist.ReduceOp.MAX) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.dist.device)
+        return distributed.all_reduce_(t, op).tolist()
+
+    def run(self) -> dict:
+        cfg, t, log = self.cfg, self.cfg.train, self.log
+        total = t.iterations
+        cap_ms = t.max_wallclock_seconds * 1000.0
+        tokens_per_step = t.batch_tokens
+        log.write_file(events.CONFIG_FILE, to_yaml(cfg))
+        log.event("start", config=cfg, world_size=self.dist.world_size, device=str(self.dist.device),
+                  torch_version=torch.__version__, git_sha=git_sha())
+        log.line(f"world_size:{self.dist.world_size} device:{self.dist.device} torch:{torch.__version__} "
+                 f"params:{sum(p.numel() for p in self.model.parameters())}")
+        train_ms, step, status = 0.0, 0, "ok"
+        stop_after = False
+        val = ValResult(float("nan"), None)
+        self._sync()
+        t0 = time.perf_counter()
+        while True:
+            last = step == total or stop_after
+            elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
+            if not last and self.model.tied and schedule.untie_due(
+                    step, t.untie_frac, schedule.estimated_total_steps(step, total, elapsed, cap_ms)):
+                self.untie()
+                log.event("untie", step=step)
+                log.line(f"untie step:{step}/{total}")
+            if last or (t.val_every > 0 and step > 0 and step % t.val_every == 0):
+                self._sync()
+                train_ms += 1000.0 * (time.perf_counter() - t0)
+                val = self.evaluate()
+                avg = train_ms / max(step, 1)
+                log.event("val", step=step, val_loss=val.loss, val_bpb=val.bpb, train_time_ms=train_ms,
+                          step_avg_ms=avg)
+                log.line(events.val_line(step, total, val.loss, val.bpb, train_ms, avg))
+                self._sync()
+                t0 = time.perf_counter()
+            if last:
+                break
+            elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
+            if cap_ms > 0:
+                (elapsed,) = self._agreed([elapsed])
+            lr_mul = schedule.lr_multiplier(step, total, t.warmdown_iters, elapsed, cap_ms)
+            momentum = schedule.muon_momentum(step, cfg.optim.muon_momentum_warmup_start, cfg.optim.muon_momentum,
+                                              cfg.optim.muon_momentum_warmup_steps)
+            loss = self.train_step(lr_mul, momentum)
+            step += 1
+            logging_step = t.log_every > 0 and (step % t.log_every == 0 or step <= 5)
+            if logging_step or step == total:
+                (train_loss,) = self._agreed([loss.item()], dist.ReduceOp.SUM)
+                train_loss /= self.dist.world_size
+                now = train_ms + 1000.0 * (time.perf_counter() - t0)
+                log.event("train", step=step, total_steps=total, train_loss=train_loss, train_time_ms=now,
+                          step_avg_ms=now / step, tokens=step * tokens_per_step)
+                log.line(events.train_line(step, total, train_loss, now, now / step))
+                if not math.isfinite(train_loss):
+                    status = "diverged"
+                    log.line(f"diverged: non-finite train_loss at step:{step}/{total}")
+                    break
+            if cap_ms > 0 and not stop_after:
+                (elapsed,) = self._agreed([train_ms + 1000.0 * (time.perf_counter() - t0)])
+                if elapsed >= cap_ms:
+                    stop_after, status = True, "wallclock_cap"
+                    log.line(f"stopping_early: wallclock_cap train_time:{elapsed:.0f}ms step:{step}/{total}")
+        self._sync()
+        if status == "diverged":
+            train_ms += 1000.0 * (time.perf_counter() - t0)
+            val = ValResult(float("nan"), None)
+        final = {"step": step, "val_loss": val.loss, "val_bpb": val.bpb, "train_time_ms": train_ms,
+                 "step_avg_ms": train_ms / max(step, 1), "peak_mem_mib": peak_mem_mib(self.dist.device),
+                 "status": status}
+        log.line(f"peak memory allocated: {final['peak_mem_mib']:.0f} MiB")
+        if self.dist.is_main and log.run_dir is not None:
+            torch.save(self.model.state_dict(), log.run_dir / events.MODEL_FILE)
+        log.event("final", **final)
+        return final
+
+    def _sync(self) -> None:
+        if self.dist.device.type == "cuda":
+            torch.cuda.synchronize(self.dist.device)
