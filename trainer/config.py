@@ -172,8 +172,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
              f"train.seq_len={seq} sequences")
     _require(flat["train.val_batch_tokens"] % seq == 0, "train.val_batch_tokens",
              f"must be a multiple of train.seq_len={seq}")
-    _require(flat["train.warmdown_iters"] <= flat["train.iterations"] or flat["train.max_wallclock_seconds"] > 0,
-             "train.warmdown_iters", f"{flat['train.warmdown_iters']} exceeds train.iterations={flat['train.iterations']}")
     if world_size is not None:
         _require(micro % world_size == 0, "train.micro_batches",
                  f"the batch of {micro} micro-batches does not split over {world_size} ranks")
