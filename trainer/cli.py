@@ -57,7 +57,7 @@ def _fail(run_dir: str | None, message: str, code: int) -> int:
 
 
 def _train(cfg, run_dir: str) -> int:
-    from trainer.data.shards import ShardError
+    from trainer.data import DataError
     from trainer.train import Trainer
 
     d = None
@@ -67,7 +67,7 @@ def _train(cfg, run_dir: str) -> int:
         log = events.RunLog(run_dir, active=d.is_main)
         Trainer(cfg, d, log).run()
         return 0
-    except (ConfigError, ShardError, distributed.DeviceError) as e:
+    except (ConfigError, DataError, distributed.DeviceError) as e:
         message, code = f"{type(e).__name__}: {e}", EXIT_BAD_INPUT
     except Exception:
         message, code = traceback.format_exc(), EXIT_CRASH

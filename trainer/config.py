@@ -104,15 +104,24 @@ def _apply(target: dict, updates: dict[str, Any], schema: dict[str, Any]) -> Non
         node[leaf] = _coerce(key, value, schema[key])
 
 
-def parse_override(item: str) -> tuple[str, Any]:
+def parse_override(item: str) -> tuple[str, str]:
     key, sep, raw = item.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise ConfigError(item, "an override must look like key=value")
+    return key.strip(), raw
+
+
+def _from_text(key: str, raw: str, default: Any) -> Any:
+    """Read an override's text as the key's type (YAML alone would read `1e30` as a string)."""
+    if isinstance(default, str):
+        return raw
+    if isinstance(default, bool):
+        value = yaml.safe_load(raw) if raw else None
+        return _coerce(key, value, default)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+        return int(raw) if isinstance(default, int) else float(raw)
+    except ValueError:
+        return _coerce(key, raw, default)
 
 
 def load_config(preset: str | None = None, config_file: str | Path | None = None,
@@ -130,7 +139,8 @@ def load_config(preset: str | None = None, config_file: str | Path | None = None
         if not path.is_file():
             raise ConfigError("--config", f"no such file: {path}")
         _apply(cfg, flatten(_read_yaml(path.read_text(), str(path))), schema)
-    _apply(cfg, dict(parse_override(o) for o in overrides), schema)
+    parsed = dict(parse_override(o) for o in overrides)
+    _apply(cfg, {k: _from_text(k, raw, schema[k]) if k in schema else raw for k, raw in parsed.items()}, schema)
     result = Config(cfg)
     validate(result, world_size)
     return result

@@ -44,7 +44,8 @@ def resolve_data(cfg: Config, d: distributed.Dist) -> DataSource:
         # Rank 0 builds the cache entry first so the other ranks find it instead of building it too.
         if not d.is_main:
             distributed.barrier()
-        corpus = ensure_generated_corpus(cfg.data.cache_dir or None, cfg.model.vocab_size)
+        # The generated text supports up to 1024 pieces; a larger model vocabulary is padding.
+        corpus = ensure_generated_corpus(cfg.data.cache_dir or None, min(cfg.model.vocab_size, 1024))
         if d.is_main:
             distributed.barrier()
         path = corpus.path
@@ -115,12 +116,11 @@ class Trainer:
         """Give the input embedding its own weight and the LM head's Adam state, then train them apart."""
         embed = self.model.untie()
         o = self.cfg.optim
-        self.adam.add_param(embed, lr=o.embed_lr, copy_state_from=self.model.lm_head.weight)
+        self.adam.add_param(embed, lr=o.embed_lr, copy_state_from=self.model.lm_head.weight, name="embed",
+                            base_lr=o.embed_lr)
         for group in self.adam.param_groups:
-            if group.get("name") == "head":
+            if group["name"] == "head":
                 group["base_lr"] = o.head_lr
-            elif embed in group["params"]:
-                group["base_lr"] = o.embed_lr
         if self.forward is not self.model:
             self.forward = torch.compile(self.model)
 

@@ -1,0 +1,147 @@
+"""Record statistics: the significance tests both upstream projects use to accept a claimed improvement.
+
+modded-nanogpt accepts a speedrun record when a one-sided one-sample t-test of the final val losses
+against the target (3.28) gives p < 0.01. parameter-golf wants the new mean to beat the current best by at
+least 0.005 nats, shown at p < 0.01: the same test against `baseline - 0.005`.
+`record_markdown` writes the evidence block the record READMEs carry, so it can be pasted as is.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from scipy import stats as _scipy_stats
+
+SPEEDRUN_TARGET = 3.28
+RECORD_ALPHA = 0.01
+GOLF_MIN_IMPROVEMENT = 0.005
+
+
+def _as_floats(values: Iterable[float], name: str, min_count: int) -> list[float]:
+    out = []
+    for i, v in enumerate(values):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}[{i}] is not a number: {v!r}") from None
+        if not math.isfinite(f):
+            raise ValueError(f"{name}[{i}] is not finite: {v!r}")
+        out.append(f)
+    if len(out) < min_count:
+        raise ValueError(f"{name}: need at least {min_count} values, got {len(out)}")
+    return out
+
+
+def std_mean(values: Iterable[float]) -> tuple[float, float]:
+    """(sample std with Bessel's correction, mean): the pair `torch.std_mean` prints."""
+    xs = _as_floats(values, "values", 2)
+    mean = math.fsum(xs) / len(xs)
+    var = math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return math.sqrt(var), mean
+
+
+def one_sided_ttest(values: Iterable[float], target: float) -> float:
+    """p-value of the one-sample t-test with alternative "mean < target".
+
+    Equals `scipy.stats.ttest_1samp(values, target, alternative="less").pvalue`, except that values with
+    no spread give a definite answer (0 below the target, 1 otherwise) instead of NaN.
+    """
+    xs = _as_floats(values, "values", 2)
+    target = float(target)
+    std, mean = std_mean(xs)
+    if std == 0.0:
+        return 0.0 if mean < target else 1.0
+    t = (mean - target) / (std / math.sqrt(len(xs)))
+    return float(_scipy_stats.t.cdf(t, df=len(xs) - 1))
+
+
+@dataclass(frozen=True)
+class SignificanceTest:
+    """One-sided test that the true mean lies below `threshold`."""
+
+    n: int
+    mean: float
+    std: float
+    threshold: float
+    p_value: float
+    alpha: float
+
+    @property
+    def passed(self) -> bool:
+        return self.p_value < self.alpha
+
+
+def speedrun_test(losses: Sequence[float], target: float = SPEEDRUN_TARGET,
+                  alpha: float = RECORD_ALPHA) -> SignificanceTest:
+    """modded-nanogpt criterion: mean final val loss below `target` at p < alpha."""
+    std, mean = std_mean(losses)
+    return SignificanceTest(len(losses), mean, std, float(target), one_sided_ttest(losses, target), alpha)
+
+
+def golf_test(losses: Sequence[float], baseline: float, min_improvement: float = GOLF_MIN_IMPROVEMENT,
+              alpha: float = RECORD_ALPHA) -> SignificanceTest:
+    """parameter-golf criterion: mean val loss at least `min_improvement` nats below `baseline`, p < alpha."""
+    if min_improvement < 0:
+        raise ValueError(f"min_improvement must be >= 0, got {min_improvement}")
+    return speedrun_test(losses, float(baseline) - min_improvement, alpha)
+
+
+def _p_format(p: float) -> str:
+    # The record READMEs print p with %.4f; that would show tiny p-values as 0.0000.
+    return "%.4f" if p >= 1e-4 else "%.2e"
+
+
+def _code_block(losses: list[float], times: list[float], threshold: float, p: float) -> list[str]:
+    # float64 in the printed code: the README convention's float32 tensor can round a std that sits on a
+    # 4-decimal boundary the other way from the exact figure the comment gives.
+    p_fmt = _p_format(p)
+    lines = ["```python", "import scipy.stats", "import torch", ""]
+    lines.append(f"losses = [{', '.join(repr(x) for x in losses)}]")
+    if times:
+        lines.append(f"times = [{', '.join(repr(x) for x in times)}]")
+    lines += [
+        "",
+        f'print("p={p_fmt}" % scipy.stats.ttest_1samp(losses, {threshold!r}, alternative="less").pvalue)',
+        f"# p={p_fmt % p}",
+        "",
+        'print("losses:", torch.std_mean(torch.tensor(losses, dtype=torch.float64)))',
+        "# losses: (std=%.4f, mean=%.4f)" % std_mean(losses),
+    ]
+    if times:
+        lines += [
+            "",
+            'print("time:", torch.std_mean(torch.tensor(times, dtype=torch.float64)))',
+            "# time: (std=%.4f, mean=%.4f)" % std_mean(times),
+        ]
+    lines.append("```")
+    return lines
+
+
+def record_markdown(losses: Sequence[float], times: Sequence[float] | None, target: float = SPEEDRUN_TARGET,
+                    *, alpha: float = RECORD_ALPHA) -> str:
+    """Evidence block for a speedrun record: losses, times (seconds), p-value, std/mean, verdict."""
+    xs = _as_floats(losses, "losses", 2)
+    ts = _as_floats(times, "times", 2) if times else []
+    result = speedrun_test(xs, target, alpha)
+    verdict = "significant" if result.passed else "not significant"
+    lines = _code_block(xs, ts, result.threshold, result.p_value)
+    lines += ["", f"{result.n} runs, mean val_loss {result.mean:.4f} against target {result.threshold:g}: "
+                  f"p={_p_format(result.p_value) % result.p_value} ({verdict} at p < {alpha:g})."]
+    return "\n".join(lines) + "\n"
+
+
+def golf_markdown(losses: Sequence[float], times: Sequence[float] | None, baseline: float, *,
+                  min_improvement: float = GOLF_MIN_IMPROVEMENT, alpha: float = RECORD_ALPHA) -> str:
+    """Evidence block for a parameter-golf submission: the t-test runs against `baseline - min_improvement`."""
+    xs = _as_floats(losses, "losses", 2)
+    ts = _as_floats(times, "times", 2) if times else []
+    result = golf_test(xs, baseline, min_improvement, alpha)
+    verdict = "meets" if result.passed else "does not meet"
+    lines = _code_block(xs, ts, result.threshold, result.p_value)
+    lines += ["", f"{result.n} runs, mean val_loss {result.mean:.4f}, improvement over the baseline "
+                  f"{float(baseline):g}: {float(baseline) - result.mean:.4f} nats; one-sided t-test against "
+                  f"{result.threshold:g} (baseline - {min_improvement:g}): "
+                  f"p={_p_format(result.p_value) % result.p_value}, which {verdict} the >= {min_improvement:g} "
+                  f"nats at p < {alpha:g} rule."]
+    return "\n".join(lines) + "\n"
