@@ -19,7 +19,7 @@ def test_precedence_preset_then_file_then_overrides(tmp_path):
     assert cfg.train.iterations == 88          # override beats file
     assert cfg.train.warmdown_iters == 7       # file beats preset
     assert cfg.fp8.x_s == 0.5
-    assert cfg.model.model_dim == 128          # preset beats base
+    assert cfg.model.model_dim == 64           # preset beats base
     assert cfg.model.rope_base == 10000.0      # base default
 
 
