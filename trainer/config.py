@@ -160,7 +160,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
                 "train.seq_len", "train.micro_batches", "train.val_batch_tokens", "optim.muon_ns_steps"):
         _require(flat[key] >= 1, key, f"must be at least 1, got {flat[key]}")
     for key in ("train.warmdown_iters", "train.val_every", "train.log_every", "train.val_tokens",
-                "train.max_wallclock_seconds", "optim.muon_momentum_warmup_steps", "optim.muon_weight_decay",
+                "train.max_wallclock_seconds", "compile.warmup_steps", "optim.muon_momentum_warmup_steps", "optim.muon_weight_decay",
                 "optim.tied_embed_lr", "optim.embed_lr", "optim.head_lr", "optim.matrix_lr", "optim.scalar_lr"):
         _require(flat[key] >= 0, key, f"must not be negative, got {flat[key]}")
     for key in ("fp8.x_s", "fp8.w_s", "fp8.grad_s", "model.rope_base", "model.logit_softcap",

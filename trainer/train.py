@@ -1,7 +1,9 @@
 """The training run: data, model, optimizers, schedule, validation and the run directory protocol."""
 from __future__ import annotations
 
+import copy
 import math
+import os
 import resource
 import subprocess
 import time
@@ -81,7 +83,7 @@ class Trainer:
         self.autocast_dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
         self.model = GPT.from_config(cfg).to(d.device)
         self.model.set_fp8(cfg.fp8.enabled, cfg.fp8.x_s, cfg.fp8.w_s, cfg.fp8.grad_s)
-        self.forward = torch.compile(self.model) if cfg.compile.enabled else self.model
+        self.forward = self._compiled(self.model) if cfg.compile.enabled else self.model
         groups = parameter_groups(self.model)
         o = cfg.optim
         adam_groups = [
@@ -106,6 +108,29 @@ class Trainer:
                                   f"{sp.vocab_size()} pieces ({self.data.tokenizer})")
             self.luts = build_byte_luts(sp, cfg.model.vocab_size, d.device)
 
+    def _compiled(self, model: GPT):
+        if self.cfg.compile.cache_dir:
+            # Inductor reads these when it first compiles: every trial pointed at one folder reuses the
+            # kernels and graphs of the trials before it.
+            cache = Path(self.cfg.compile.cache_dir).resolve()
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+            os.environ["TRITON_CACHE_DIR"] = str(cache / "triton")
+        return torch.compile(model, dynamic=False)
+
+    def warmup(self, steps: int) -> None:
+        """Run `steps` training steps to compile and warm up kernels, then restore the initial state, so
+        compilation never counts against the training time or the wallclock cap."""
+        if steps <= 0:
+            return
+        model_state = copy.deepcopy(self.model.state_dict())
+        opt_states = [copy.deepcopy(opt.state_dict()) for opt in (self.adam, self.muon)]
+        for _ in range(steps):
+            self.train_step(1.0, self.cfg.optim.muon_momentum_warmup_start)
+        self.model.load_state_dict(model_state)
+        for opt, state in zip((self.adam, self.muon), opt_states):
+            opt.load_state_dict(state)
+        self.loader.step = 0
+
     def _check_token_range(self) -> None:
         top = int(self.val_tokens.max())
         if top >= self.cfg.model.vocab_size:
@@ -121,8 +146,6 @@ class Trainer:
         for group in self.adam.param_groups:
             if group["name"] == "head":
                 group["base_lr"] = o.head_lr
-        if self.forward is not self.model:
-            self.forward = torch.compile(self.model)
 
     def train_step(self, lr_mul: float, momentum: float) -> torch.Tensor:
         for opt in (self.adam, self.muon):
@@ -165,7 +188,7 @@ class Trainer:
             x, y = chunk[:-1].view(-1, seq_len), chunk[1:].view(-1, seq_len)
             with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype,
                                 enabled=self.autocast_dtype != torch.float32):
-                nats = self.model(x, y, self.autocast_dtype, reduction="none")
+                nats = self.forward(x, y, self.autocast_dtype, reduction="none")
             sums[0] += nats.double().sum()
             sums[1] += y.numel()
             if self.luts is not None:
@@ -190,6 +213,7 @@ class Trainer:
                   torch_version=torch.__version__, git_sha=git_sha())
         log.line(f"world_size:{self.dist.world_size} device:{self.dist.device} torch:{torch.__version__} "
                  f"params:{sum(p.numel() for p in self.model.parameters())}")
+        self.warmup(cfg.compile.warmup_steps)
         train_ms, step, status = 0.0, 0, "ok"
         stop_after = False
         val = ValResult(float("nan"), None)
