@@ -1,0 +1,96 @@
+"""A trial's MLflow child run, written from the trial itself (where its run directory and files are).
+
+The run is found again by (parent run, Optuna trial number): a trial that Ray restarts after a crash or
+after a driver restart replaces the unfinished run of its previous attempt, so every trial ends with
+exactly one child run; a trial whose run already finished (the driver died after it ended but before it
+saved its state) gets its recorded result back instead of training again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import RunTag
+
+from sweep import tracking
+from sweep.events import RunState
+from sweep.objective import FINAL_FIELDS
+
+OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run directory
+RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
+
+
+def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int) -> dict[str, float]:
+    """The run's final numbers under their MLflow names (DESIGN 4.5, plus `objective`: Optuna's value)."""
+    values: dict[str, Any] = {f"final_{k}": v for k, v in (run.final or {}).items() if k in FINAL_FIELDS}
+    for key in ("artifact_bytes", "total_bytes", "roundtrip_val_loss", "roundtrip_val_bpb"):
+        if run.export and key in run.export:
+            values[key] = run.export[key]
+    values.update(wallclock_s=wallclock_s, gpu_hours=wallclock_s / 3600.0 * gpus,
+                  **{tracking.OBJECTIVE_METRIC: objective})
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+
+
+class ChildRun:
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, number: int):
+        self.client = tracking.client(uri)
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.number = number
+        self.run_id: str | None = None
+        self.batch: tracking.MetricBatch | None = None
+
+    def recorded_result(self) -> dict[str, Any] | None:
+        """The final result of an earlier attempt that finished, if there is one."""
+        for run in tracking.child_runs(self.client, self.experiment_id, self.parent_run_id, self.number):
+            metrics = run.data.metrics
+            if run.info.status == "FINISHED" and tracking.OBJECTIVE_METRIC in metrics:
+                self.run_id = run.info.run_id
+                result = {RESULT_FROM_RUN.get(k, k): v for k, v in metrics.items()}
+                result["status"] = run.data.tags.get(tracking.TAG_STATUS, "ok")
+                return result
+        return None
+
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
+        """Create this attempt's run in place of the unfinished runs of earlier attempts."""
+        earlier = tracking.child_runs(self.client, self.experiment_id, self.parent_run_id, self.number)
+        attempt = 1 + max((int(r.data.tags.get(tracking.TAG_ATTEMPT, "0")) for r in earlier), default=0)
+        for run in earlier:
+            self.client.delete_run(run.info.run_id)
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
+            **tags, tracking.PARENT_RUN_TAG: self.parent_run_id, tracking.TAG_ROLE: "trial",
+            tracking.TAG_TRIAL_NUMBER: str(self.number), tracking.TAG_ATTEMPT: str(attempt)})
+        self.run_id = run.info.run_id
+        tracking.log_params(self.client, self.run_id, params)
+        self.batch = tracking.MetricBatch(self.client, self.run_id)
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") in ("train", "val") and isinstance(event.get("step"), int):
+            self.batch.add({k: event.get(k) for k in tracking.STEP_METRICS}, event["step"],
+                           int(float(event.get("time", 0)) * 1000) or None)
+
+    def flush(self) -> None:
+        self.batch.flush()
+
+    def _close(self, status: str, mlflow_status: str, run_dir: Path, metrics: dict[str, float] | None = None,
+               error: str | None = None, step: int = 0) -> None:
+        if metrics:
+            self.batch.add(metrics, step=step)
+        self.flush()
+        tags = [RunTag(tracking.TAG_STATUS, status)]
+        if error:
+            tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(error)))
+        self.client.log_batch(self.run_id, tags=tags)
+        tracking.log_artifacts(self.client, self.run_id, run_dir, (*tracking.ARTIFACTS, OUTPUT_LOG))
+        self.client.set_terminated(self.run_id, mlflow_status)
+
+    def finish(self, status: str, metrics: dict[str, float], run_dir: Path, step: int) -> None:
+        self._close(status, "FINISHED", run_dir, metrics, step=step)
+
+    def fail(self, error: str, run_dir: Path) -> None:
+        self._close("failed", "FAILED", run_dir, error=error)
+
+    def stop(self, run_dir: Path) -> None:
+        self._close("stopped", "KILLED", run_dir)
+

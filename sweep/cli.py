@@ -1,0 +1,46 @@
+"""The `sweep` command. Each subcommand lives in its own module, listed in COMMANDS, which provides
+`HELP`, `add_arguments(parser)` and `main(args) -> exit code`; modules import their heavy dependencies
+(Ray, MLflow) only inside `main`, after the input has been checked.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sweep.errors import InputError
+
+COMMANDS = {
+    "run": "sweep.run",
+    "resume": "sweep.resume",
+}
+EXIT_BAD_INPUT = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweep", description="Hyperparameter sweeps of record-style GPT training "
+                                                          "on Ray Tune, Optuna and MLflow.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sp = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sp)
+        sp.set_defaults(handler=module.main)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command is None:
+        p.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.handler(args)
+    except InputError as e:
+        print(f"sweep {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"sweep {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,211 @@
+"""Running a sweep: MLflow parent run, Ray, the Tune experiment, and the summary at the end.
+
+Tune keeps the experiment state under `<results-dir>/<name>/` (so `Tuner.restore` can continue it), Optuna
+keeps the study in its storage under the sweep's name, MLflow keeps one parent run per sweep and the trials'
+child runs. `run_sweep` is used both for a new sweep and to resume one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+import optuna
+import ray
+from mlflow.entities import RunTag
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from sweep import tracking
+from sweep.live import LiveView
+from sweep.overrides import format_value
+from sweep.plan import SweepPlan
+from sweep.process import package_pythonpath
+from sweep.report import best, best_line, leaderboard, result_state, rows_from_results
+from sweep.search import SweepSearch
+from sweep.space import SearchSpace
+from sweep.study import load_study, study_exists
+from sweep.trial import TRIAL_NUMBER_KEY, TrialSettings, run_trial
+from trainer.config import load_config
+
+# Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
+CHECKPOINT_PERIOD_S = "2"
+ASHA_REDUCTION = 2
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _quiet_environment() -> None:
+    """Ray, MLflow and Optuna report through the live view and the summary, not their own logs."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # mlflow sets its loggers up when imported (above), so this has to come after the import.
+    for name in (mlflow.__name__, "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
+    # Tune's newer console output prints its configuration box even at verbose=0; the classic one is silent.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def start_ray(address: str = "") -> bool:
+    """Connect to the cluster at `address`, or start a local instance; returns whether this call started Ray."""
+    if ray.is_initialized():
+        return False
+    common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath()}}, **common)
+    return True
+
+
+def resolve_concurrency(plan: SweepPlan) -> int:
+    """`--concurrency`, or as many trials as the cluster's CPUs (GPUs for GPU trials) hold right now."""
+    if plan.concurrency > 0:
+        return plan.concurrency
+    resources = ray.cluster_resources()
+    if plan.gpus_per_trial:
+        fits = int(resources.get("GPU", 0)) // plan.gpus_per_trial
+    else:
+        fits = int(resources.get("CPU", 1)) // plan.cpus_per_trial
+    return max(1, min(plan.trials, fits))
+
+
+def asha_max_t(plan: SweepPlan, space: SearchSpace) -> int:
+    """More reports than a trial can make (ASHA stops any trial that reaches max_t)."""
+    if plan.trainer_cmd:
+        return 10**6
+    cfg = load_config(plan.preset, overrides=space.overrides(space.points_to_evaluate[0]
+                                                             if space.points_to_evaluate else {}))
+    vals = cfg.train.iterations // cfg.train.val_every if cfg.train.val_every else 0
+    return vals + 3
+
+
+def open_parent_run(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, command: str) -> str:
+    run = mlflow_client.create_run(experiment_id, run_name=plan.name, tags={
+        tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP: plan.name,
+        tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
+        tracking.TAG_GIT_SHA: git_sha(), tracking.TAG_RAY_ADDRESS: plan.address or "local",
+        tracking.TAG_PRESET: plan.preset, tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode,
+        tracking.TAG_COMMAND: tracking.clip(command)})
+    return run.info.run_id
+
+
+def _trainable(plan: SweepPlan, settings: TrialSettings):
+    bundle = {"CPU": plan.cpus_per_trial}
+    if plan.gpus_per_trial:
+        bundle["GPU"] = plan.gpus_per_trial
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings),
+                               tune.PlacementGroupFactory([bundle]))
+
+
+def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int, enqueue_points: bool):
+    searcher = SweepSearch(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
+                           seed=plan.seed, enqueue_points=enqueue_points)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
+                               max_t=asha_max_t(plan, space), grace_period=1, reduction_factor=ASHA_REDUCTION)
+                 if plan.scheduler == "asha" else FIFOScheduler())
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+                                    max_concurrent_trials=concurrency, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=plan.name, storage_path=str(Path(plan.results_dir).resolve()), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            callbacks=[LiveView(space.metric, space.mode, plan.trials)]))
+
+
+def _reconcile(results, plan: SweepPlan, pruned: set[int], mlflow_client, experiment_id: str) -> None:
+    """Make each trial's child run say how the trial ended, also when the trial could not (it was
+    stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
+    for result in results:
+        number = (result.config or {}).get(TRIAL_NUMBER_KEY)
+        status = result_state(result, pruned)
+        if number is None or status not in ("failed", "pruned", "stopped"):
+            continue
+        mlflow_status = "FAILED" if status == "failed" else "KILLED"
+        runs = tracking.child_runs(mlflow_client, experiment_id, plan.parent_run_id, int(number))
+        if not runs:
+            run = mlflow_client.create_run(experiment_id, run_name=f"trial_{number:04d}", tags={
+                tracking.PARENT_RUN_TAG: plan.parent_run_id, tracking.TAG_ROLE: "trial",
+                tracking.TAG_TRIAL_NUMBER: str(number), tracking.TAG_SWEEP: plan.name})
+            tracking.log_params(mlflow_client, run.info.run_id, {
+                k: format_value(v) for k, v in {**plan.sets, **result.config}.items() if k != TRIAL_NUMBER_KEY})
+            runs = [run]
+        for run in runs:
+            tags = [RunTag(tracking.TAG_STATUS, status)]
+            if result.error is not None and tracking.TAG_ERROR not in run.data.tags:
+                tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(str(result.error))))
+            mlflow_client.log_batch(run.info.run_id, tags=tags)
+            if run.info.status in ("RUNNING", "SCHEDULED"):
+                mlflow_client.set_terminated(run.info.run_id, mlflow_status)
+
+
+def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
+    """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
+    code: 0 when every trial ended, 1 if the sweep was interrupted."""
+    _quiet_environment()
+    space = plan.space()
+    mlflow_client = tracking.client(plan.mlflow_uri)
+    experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
+    if resume:
+        mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
+    else:
+        plan.parent_run_id = open_parent_run(plan, space, mlflow_client, experiment_id, command)
+        plan.save()
+    print(f"sweep {plan.name}: {plan.trials} trials of {plan.space_file} ({space.metric}, {space.mode}), "
+          f"preset {plan.preset}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
+
+    settings = TrialSettings(
+        sweep=plan.name, preset=plan.preset, objective=space.objective, run_root=str(plan.run_root.resolve()),
+        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id,
+        parent_run_id=plan.parent_run_id, fixed=dict(space.fixed), nproc=plan.nproc_per_trial,
+        gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer_cmd=plan.trainer_cmd)
+    started = start_ray(plan.address)
+    outcome = "FAILED"
+    try:
+        trainable = _trainable(plan, settings)
+        experiment = str(plan.sweep_dir.resolve())
+        if resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        else:
+            # Also a resume whose driver died before Tune saved anything: the study may already hold the
+            # space's first points, which must not be queued twice.
+            tuner = _new_tuner(plan, space, trainable, resolve_concurrency(plan),
+                               enqueue_points=not (resume and study_exists(plan.storage, plan.name)))
+        results = tuner.fit()
+        pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
+            deepcopy=False, states=(TrialState.PRUNED,))}
+        _reconcile(results, plan, pruned, mlflow_client, experiment_id)
+        rows = rows_from_results(results, list(space.params), pruned)
+        finished = results.num_terminated + results.num_errors >= plan.trials
+        outcome = "FINISHED" if finished else "KILLED"
+        top = best(rows, space.objective)
+        summary = leaderboard(rows, space.objective) + "\n" + best_line(top, space.objective)
+        print("\n" + summary)
+        mlflow_client.log_text(plan.parent_run_id, summary + "\n", tracking.LEADERBOARD_ARTIFACT)
+        if top is not None:
+            mlflow_client.log_metric(plan.parent_run_id, tracking.BEST_METRIC, top.objective)
+        if not finished:
+            print(f"interrupted: continue with `sweep resume {plan.name}`")
+        print(f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id}")
+        print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
+        return 0 if finished else 1
+    finally:
+        mlflow_client.set_terminated(plan.parent_run_id, outcome)
+        if started:
+            ray.shutdown()
+

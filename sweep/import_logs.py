@@ -1,0 +1,213 @@
+"""Import finished (or cut-off) training logs into MLflow: one run per log, beside the sweep's trials.
+
+Reads modded-nanogpt record logs, parameter-golf logs and our own train.log (sweep.logparse) and writes
+the same metric names the trials use, so upstream records can be compared with sweep results in one
+MLflow experiment. A log is identified by the sha256 of its content: importing a file twice, or the same
+content under two names, creates one run. Existing runs are never modified. A file that is not a
+training log is reported and skipped; a log that stops before its final step or summary is imported
+and tagged incomplete.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from sweep import tracking
+from sweep.errors import InputError
+from sweep.logparse import NotATrainingLog, ParsedLog, parse_log
+
+HELP = "import modded-nanogpt / parameter-golf / train.log files into MLflow as runs"
+DEFAULT_EXPERIMENT = "imported-logs"
+DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
+LOG_SUFFIXES = (".txt", ".log")
+
+ROLE_IMPORT = "import"                      # value of tracking.TAG_ROLE on an imported run
+TAG_SOURCE = "sweep.import.source"          # modded-nanogpt | parameter-golf | gpt-sweep
+TAG_FILE = "sweep.import.file"              # the file's name
+TAG_PATH = "sweep.import.path"              # the path it was imported from
+TAG_SHA256 = "sweep.import.sha256"          # content hash: the identity of an imported log
+TAG_COMPLETE = "sweep.import.complete"      # "true" | "false"
+
+# Final values under the trials' names (sweep.child_run.final_metrics), from a ParsedLog.
+_FINAL_FROM_LOG = {
+    "final_val_loss": "final_val_loss",
+    "final_val_bpb": "final_val_bpb",
+    "final_peak_mem_mib": "peak_mem_mib",
+    "wallclock_s": "wallclock_s",
+    "artifact_bytes": "artifact_bytes",
+    "total_bytes": "total_bytes",
+    "roundtrip_val_loss": "roundtrip_val_loss",
+    "roundtrip_val_bpb": "roundtrip_val_bpb",
+}
+_PARAM_KEY = re.compile(r"^[\w\-. /]{1,250}$")
+_MAX_PARAM_CHARS = 6000
+
+
+@dataclass(frozen=True)
+class ImportedRun:
+    path: str
+    run_id: str
+    source: str
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    path: str
+    run_id: str     # the run that already holds this content
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    experiment: str
+    experiment_id: str
+    imported: list[ImportedRun] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.imported)} imported, {len(self.duplicates)} already present, "
+                 f"{len(self.skipped)} skipped (experiment {self.experiment!r})"]
+        lines += [f"  imported  {r.path} -> run {r.run_id} ({r.source}{'' if r.complete else ', incomplete'})"
+                  for r in self.imported]
+        lines += [f"  present   {d.path} = run {d.run_id}" for d in self.duplicates]
+        lines += [f"  skipped   {s.path}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def log_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files named by `paths`, a folder standing for its *.txt and *.log files (recursively)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in LOG_SUFFIXES)
+            if not found:
+                raise InputError(str(p), f"folder has no {' or '.join(LOG_SUFFIXES)} files")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(str(p), "no such file or folder")
+    if not files:
+        raise InputError("PATH", "no log files given")
+    return files
+
+
+def _check_tracking_uri(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise InputError("--mlflow-uri", f"folder {folder} of the sqlite database does not exist")
+    elif not re.match(r"^(https?|postgresql(\+\w+)?|mysql(\+\w+)?|databricks)://", uri):
+        raise InputError("--mlflow-uri", f"not a tracking URI MLflow can write to: {uri!r}")
+
+
+def _read(path: Path) -> tuple[str, str] | Skipped:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return Skipped(str(path), f"unreadable: {e.strerror or e}")
+    if b"\0" in data:
+        return Skipped(str(path), "binary file, not a training log")
+    return hashlib.sha256(data).hexdigest(), data.decode("utf-8", errors="replace")
+
+
+def _existing_run(client, experiment_id: str, sha: str) -> str | None:
+    runs = client.search_runs([experiment_id], f"tags.`{TAG_SHA256}` = '{sha}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def _params(log: ParsedLog) -> dict[str, str]:
+    return {k: str(v)[:_MAX_PARAM_CHARS] for k, v in log.hyperparameters.items() if _PARAM_KEY.match(k)}
+
+
+def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog) -> str:
+    from mlflow.entities import RunTag
+
+    run = client.create_run(experiment_id, run_name=path.name, tags={
+        tracking.TAG_ROLE: ROLE_IMPORT, TAG_SOURCE: log.source, TAG_FILE: path.name, TAG_PATH: str(path),
+        TAG_COMPLETE: str(log.complete).lower(), tracking.TAG_STATUS: log.status})
+    run_id = run.info.run_id
+    try:
+        tracking.log_params(client, run_id, _params(log))
+        batch = tracking.MetricBatch(client, run_id)
+        for p in log.train:
+            batch.add({"train_loss": p.train_loss, "train_time_ms": p.train_time_ms,
+                       "step_avg_ms": p.step_avg_ms}, p.step)
+        for p in log.val:
+            batch.add({"val_loss": p.val_loss, "val_bpb": p.val_bpb, "train_time_ms": p.train_time_ms,
+                       "step_avg_ms": p.step_avg_ms}, p.step)
+        batch.add({name: getattr(log, attr) for name, attr in _FINAL_FROM_LOG.items()}, log.last_step or 0)
+        batch.flush()
+        client.log_artifact(run_id, os.fspath(path))
+        # The identity tag goes on last: a run cut off half-written is not taken for a finished import.
+        client.log_batch(run_id, tags=[RunTag(TAG_SHA256, sha)])
+        client.set_terminated(run_id, "FINISHED" if log.complete else "KILLED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
+
+
+def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EXPERIMENT,
+                tracking_uri: str = DEFAULT_MLFLOW_URI) -> ImportReport:
+    """Import each log file (a folder: its *.txt and *.log files) as one MLflow run in `experiment`.
+
+    Bad input (a missing path, an empty experiment name, an unusable tracking URI) raises InputError
+    before MLflow is touched. Files that are not training logs are skipped and listed in the report;
+    logs whose content is already in the experiment are listed as duplicates and not written again.
+    """
+    if not experiment or not experiment.strip():
+        raise InputError("--experiment", "the experiment name is empty")
+    _check_tracking_uri(tracking_uri)
+    files = log_files(paths)
+
+    client = tracking.client(tracking_uri)
+    experiment_id = tracking.ensure_experiment(client, tracking_uri, experiment)
+    report = ImportReport(experiment, experiment_id)
+    this_call: dict[str, str] = {}
+    for path in files:
+        read = _read(path)
+        if isinstance(read, Skipped):
+            report.skipped.append(read)
+            continue
+        sha, text = read
+        existing = this_call.get(sha) or _existing_run(client, experiment_id, sha)
+        if existing is not None:
+            report.duplicates.append(Duplicate(str(path), existing))
+            continue
+        try:
+            log = parse_log(text)
+        except NotATrainingLog as e:
+            report.skipped.append(Skipped(str(path), f"not a training log: {e}"))
+            continue
+        run_id = _write_run(client, experiment_id, path, sha, log)
+        this_call[sha] = run_id
+        report.imported.append(ImportedRun(str(path), run_id, log.source, log.complete))
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="log files, or folders of *.txt / *.log files")
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                   help=f"MLflow experiment to import into (default {DEFAULT_EXPERIMENT})")
+    p.add_argument("--mlflow-uri", default=DEFAULT_MLFLOW_URI,
+                   help=f"MLflow tracking URI (default {DEFAULT_MLFLOW_URI})")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = import_logs(args.paths, args.experiment, args.mlflow_uri)
+    print(report.summary())
+    print(f"view with: {tracking.ui_command(args.mlflow_uri)}")
+    return 0

@@ -1,0 +1,75 @@
+"""A sweep's settings, saved as `<results-dir>/<name>/sweep.json` so `sweep resume NAME` can continue it.
+
+The plan keeps the space file's text as it was at launch: a resumed sweep searches the same space even
+if the file has been edited since.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sweep.errors import InputError
+from sweep.space import SearchSpace, parse_space
+
+PLAN_FILE = "sweep.json"
+DEFAULT_RESULTS_DIR = "runs"
+
+
+@dataclass
+class SweepPlan:
+    name: str
+    experiment: str
+    space_file: str
+    space_text: str
+    preset: str
+    trials: int
+    concurrency: int            # 0 = as many as the cluster holds (see sweep.driver)
+    gpus_per_trial: int
+    nproc_per_trial: int
+    cpus_per_trial: int
+    scheduler: str
+    sampler: str
+    max_failures: int
+    mlflow_uri: str
+    storage: str
+    results_dir: str
+    cwd: str
+    address: str = ""           # "" = a local Ray instance
+    trainer_cmd: str = ""
+    seed: int | None = None
+    sets: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str = ""
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+    @property
+    def run_root(self) -> Path:
+        return self.sweep_dir / "trials"
+
+    def space(self) -> SearchSpace:
+        return parse_space(self.space_text, self.space_file).with_fixed(self.sets)
+
+    def save(self) -> None:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.sweep_dir / (PLAN_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(self.sweep_dir / PLAN_FILE)
+
+
+def plan_path(results_dir: str | Path, name: str) -> Path:
+    return Path(results_dir) / name / PLAN_FILE
+
+
+def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
+    path = plan_path(results_dir, name)
+    if not path.is_file():
+        raise InputError(name, f"no sweep of that name: {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+        return SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
+    except (json.JSONDecodeError, TypeError) as e:
+        raise InputError(str(path), f"not a readable sweep plan: {e}") from None

@@ -1,0 +1,25 @@
+"""`sweep resume NAME`: continue a sweep whose driver stopped (interrupted, killed, or its machine lost).
+
+Tune restores its experiment state and restarts the trials that were running; the Optuna study and the
+MLflow runs are the sweep's own, so finished trials are neither run nor recorded twice.
+"""
+from __future__ import annotations
+
+import argparse
+
+from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
+
+HELP = "continue a sweep that was interrupted"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the sweep's name (printed when it started)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where the sweep keeps its state (default {DEFAULT_RESULTS_DIR})")
+
+
+def main(args: argparse.Namespace) -> int:
+    plan = load_plan(args.results_dir, args.name)
+    from sweep.driver import run_sweep
+
+    return run_sweep(plan, resume=True)

@@ -1,0 +1,39 @@
+"""Optuna pieces that need no Ray: the samplers a sweep can use and the study storage."""
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from sweep.errors import InputError
+
+SAMPLERS = ("tpe", "cmaes", "gp")
+
+
+def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate), CMA-ES or Gaussian-process sampler."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(multivariate=True, seed=seed)
+        if name == "cmaes":
+            try:
+                import cmaes  # noqa: F401  (CmaEsSampler only fails when first used without it)
+            except ImportError:
+                raise InputError("--sampler", "cmaes needs the `cmaes` package (pip install cmaes)") from None
+            return optuna.samplers.CmaEsSampler(seed=seed)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+    raise InputError("--sampler", f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(url)
+
+
+def study_exists(url: str, name: str) -> bool:
+    return name in optuna.study.get_all_study_names(storage=make_storage(url))
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(url))

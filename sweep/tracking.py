@@ -1,0 +1,145 @@
+"""MLflow layout of a sweep (DESIGN 4.5): the names every part of the service reads and writes.
+
+Experiment = the space name (or `--name`); one parent run per sweep, one child run per trial. A child
+run is identified by its parent run and the Optuna trial number (tag `sweep.trial_number`), not by the
+Ray trial id, so a trial restarted after a crash or a driver restart finds its own run again.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+TAG_ROLE = "sweep.role"                  # "sweep" on the parent, "trial" on a child
+TAG_SWEEP = "sweep.name"
+TAG_SPACE = "sweep.space"                # the space file's content
+TAG_SPACE_FILE = "sweep.space_file"
+TAG_METRIC = "sweep.metric"
+TAG_MODE = "sweep.mode"
+TAG_PRESET = "sweep.preset"
+TAG_GIT_SHA = "sweep.git_sha"
+TAG_RAY_ADDRESS = "sweep.ray_address"
+TAG_COMMAND = "sweep.command"
+TAG_TRIAL_NUMBER = "sweep.trial_number"
+TAG_TRIAL_ID = "sweep.trial_id"
+TAG_ATTEMPT = "sweep.attempt"
+TAG_STATUS = "sweep.status"              # ok | diverged | wallclock_cap | pruned | failed | stopped
+TAG_ERROR = "sweep.error"                # the tail of the log of a failed trial
+TAG_GPUS = "sweep.gpus_per_trial"
+TAG_NPROC = "sweep.nproc_per_trial"
+
+STEP_METRICS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
+FINAL_METRICS = ("final_val_loss", "final_val_bpb", "wallclock_s", "artifact_bytes", "roundtrip_val_bpb",
+                 "gpu_hours")
+OBJECTIVE_METRIC = "objective"           # the value handed to Optuna (penalties included)
+BEST_METRIC = "best_objective"           # on the parent run
+ARTIFACTS = ("train.log", "config.yaml", "events.jsonl")
+LEADERBOARD_ARTIFACT = "leaderboard.txt"  # on the parent run
+
+MAX_TAG_CHARS = 8000
+_BATCH = 1000
+_PARAM_BATCH = 100
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def default_artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a local sqlite store go beside the database file; a server keeps its own default."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    return (db.resolve().parent / "mlflow-artifacts" / experiment).as_uri()
+
+
+def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
+    if experiment.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def clip(text: str, limit: int = MAX_TAG_CHARS) -> str:
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def child_filter(parent_run_id: str, trial_number: int | None = None) -> str:
+    text = f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'"
+    if trial_number is not None:
+        text += f" and tags.`{TAG_TRIAL_NUMBER}` = '{trial_number}'"
+    return text
+
+
+def child_runs(mlflow_client, experiment_id: str, parent_run_id: str, trial_number: int | None = None) -> list:
+    runs, token = [], None
+    while True:
+        page = mlflow_client.search_runs([experiment_id], child_filter(parent_run_id, trial_number),
+                                         max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), _PARAM_BATCH):
+        mlflow_client.log_batch(run_id, params=items[i:i + _PARAM_BATCH])
+
+
+class MetricBatch:
+    """Metrics gathered between two reports and sent in one `log_batch` request.
+
+    A (key, step) pair is sent once: the trainer's `train` and `val` events at the same step both
+    carry `train_time_ms`, and the history should hold one point per step.
+    """
+
+    def __init__(self, mlflow_client, run_id: str):
+        self.client = mlflow_client
+        self.run_id = run_id
+        self._pending: list = []
+        self._seen: set[tuple[str, int]] = set()
+
+    def add(self, values: dict[str, Any], step: int, timestamp_ms: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (key, step) in self._seen:
+                continue
+            self._seen.add((key, step))
+            self._pending.append(Metric(key, float(value), stamp, step))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Send what is pending; returns the number of requests made."""
+        sent = 0
+        while self._pending:
+            chunk, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            sent += 1
+        return sent
+
+
+def log_artifacts(mlflow_client, run_id: str, run_dir: Path, names: Iterable[str]) -> None:
+    for name in names:
+        path = run_dir / name
+        if path.is_file():
+            mlflow_client.log_artifact(run_id, os.fspath(path))
+
+
+def ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"

@@ -1,0 +1,298 @@
+"""Whole sweeps on a real local Ray instance, with a real sqlite MLflow store, a real Optuna storage and real
+torchrun processes. One Ray instance and one pair of stores serve the whole module; each sweep has its
+own name, so its own Optuna study and MLflow parent run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sweep import tracking
+from sweep.cli import main as sweep_main
+from sweep.objective import DIVERGED_VALUE
+from sweep.plan import load_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = ROOT / "tests" / "fake_trainer.py"
+PLAIN_FAKE = f"{sys.executable} {FAKE}"
+TORCHRUN_FAKE = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=1 {FAKE}"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from sweep.driver import start_ray
+
+    start_ray("")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stores")
+    uris = {"mlflow": f"sqlite:///{folder}/mlflow.db", "optuna": f"sqlite:///{folder}/optuna.db"}
+    tracking.client(uris["mlflow"]).search_experiments()  # creates the schema once for the module
+    return uris
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_space(folder: Path, **data) -> Path:
+    path = folder / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump({"mode": "min", "preset": "tiny", **data}, sort_keys=False))
+    return path
+
+
+def run_sweep(capsys, stores, *args) -> tuple[int, str]:
+    rc = sweep_main(["run", "--mlflow-uri", stores["mlflow"], "--storage", stores["optuna"], *args])
+    return rc, capsys.readouterr().out
+
+
+def sweep_runs(stores, name: str, experiment: str | None = None):
+    """(parent run, {trial number: child run}) of a sweep; fails on two live runs for one trial."""
+    client = tracking.client(stores["mlflow"])
+    exp = client.get_experiment_by_name(experiment or name)
+    parents = client.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_SWEEP}` = '{name}' "
+                                                      f"and tags.`{tracking.TAG_ROLE}` = 'sweep'")
+    assert len(parents) == 1
+    children = tracking.child_runs(client, exp.experiment_id, parents[0].info.run_id)
+    numbers = [int(r.data.tags[tracking.TAG_TRIAL_NUMBER]) for r in children]
+    assert len(numbers) == len(set(numbers)), f"duplicate child runs: {sorted(numbers)}"
+    return client, parents[0], {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in children}
+
+
+def study(stores, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=stores["optuna"])
+
+
+def processes_with(marker: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def printed_best(out: str) -> tuple[int, float]:
+    m = re.search(r"^best: trial (\d+) \S+=(\S+) ", out, re.M)
+    assert m, out
+    return int(m.group(1)), float(m.group(2))
+
+
+def test_default_sweep_with_the_real_trainer(ray_local, stores, workdir, capsys):
+    short = ["train.iterations=4", "train.val_every=2", "train.warmdown_iters=2", "train.log_every=1",
+             "train.batch_tokens=2048", "train.micro_batches=1", "train.val_tokens=4096",
+             "train.val_batch_tokens=4096"]
+    rc, out = run_sweep(capsys, stores, "--trials", "4", "--concurrency", "2", "--name", "default_cpu",
+                        *[a for s in short for a in ("--set", s)])
+    assert rc == 0, out
+    client, parent, children = sweep_runs(stores, "default_cpu")
+    assert parent.info.status == "FINISHED"
+    assert yaml.safe_load(parent.data.tags[tracking.TAG_SPACE])["name"] == "fp8_scales"
+    assert sorted(children) == [0, 1, 2, 3]
+    swept = ["fp8.x_s", "fp8.w_s", "fp8.grad_s"]
+    for run in children.values():
+        assert run.info.status == "FINISHED"
+        assert set(swept) | {"fp8.enabled", "train.iterations"} <= set(run.data.params)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps == [2, 4]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert set(tracking.ARTIFACTS) <= artifacts
+        # No export on the tiny preset: every final metric but the artifact's size and round trip.
+        assert set(tracking.FINAL_METRICS) & set(run.data.metrics) == {
+            "final_val_loss", "final_val_bpb", "wallclock_s", "gpu_hours"}
+        assert run.data.metrics["gpu_hours"] == 0.0 and run.data.metrics["wallclock_s"] > 0
+    # The first trial ran the space's first point: modded-nanogpt PR #175's scales.
+    assert float(children[0].data.params["fp8.x_s"]) == pytest.approx(100 / 448)
+
+    trials = study(stores, "default_cpu").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    for t in trials:
+        mlflow_run = children[t.number]
+        assert t.value == mlflow_run.data.metrics["objective"] == mlflow_run.data.metrics["final_val_loss"]
+        assert {k: float(v) for k, v in t.params.items()} == {k: float(mlflow_run.data.params[k]) for k in swept}
+
+    number, value = printed_best(out)
+    best_in_mlflow = min(children.values(), key=lambda r: r.data.metrics["final_val_loss"])
+    assert value == best_in_mlflow.data.metrics["final_val_loss"]
+    assert number == int(best_in_mlflow.data.tags[tracking.TAG_TRIAL_NUMBER])
+    assert f"mlflow ui --backend-store-uri {stores['mlflow']}" in out
+    assert parent.data.metrics[tracking.BEST_METRIC] == value
+    leaderboard = client.download_artifacts(parent.info.run_id, tracking.LEADERBOARD_ARTIFACT, str(workdir))
+    assert Path(leaderboard).read_text().strip() in out
+    assert re.search(r"^\[\s*\d+:\d\d\] 4 trials: 0 running, 4 done, 0 pruned, 0 failed", out, re.M)
+
+
+def test_asha_stopped_trials_are_pruned_in_optuna(ray_local, stores, workdir, capsys):
+    # Trial 0 is the best at every validation; later, worse trials are stopped at their first rung.
+    marker = f"ashatest-{uuid.uuid4().hex[:8]}"
+    space = write_space(workdir, name="asha", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 5.0}},
+                        fixed={"fake.tag": marker, "fake.step_s": 0.05, "train.iterations": 60},
+                        points_to_evaluate=[{"fake.quality": q} for q in (0.0, 2.0, 3.0, 4.0)])
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "4", "--concurrency", "1",
+                        "--scheduler", "asha", "--name", "asha", "--trainer-cmd", PLAIN_FAKE)
+    assert rc == 0, out
+    trials = {t.number: t for t in study(stores, "asha").trials}
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE
+    pruned = [n for n, t in trials.items() if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned == [1, 2, 3]
+    for n in pruned:
+        # As with Optuna's own pruners: the value that got the trial stopped is its last intermediate value.
+        steps = sorted(trials[n].intermediate_values)
+        assert steps == [10]
+        assert trials[n].value == trials[n].intermediate_values[10] > trials[0].intermediate_values[10]
+    assert study(stores, "asha").best_trial.number == 0
+    _, _, children = sweep_runs(stores, "asha")
+    for n in pruned:
+        assert children[n].data.tags[tracking.TAG_STATUS] == "pruned"
+        assert children[n].info.status == "KILLED"
+        assert "objective" not in children[n].data.metrics
+    assert children[0].data.tags[tracking.TAG_STATUS] == "ok"
+    # A stopped trial's trainer was killed mid-run: it never wrote its final event.
+    run_root = load_plan(workdir / "runs", "asha").run_root
+    for n in pruned:
+        events = (run_root / f"trial_{n:04d}" / "events.jsonl").read_text()
+        assert '"event": "val"' in events and '"event": "final"' not in events
+    assert processes_with(marker) == []
+
+
+def test_crash_is_retried_then_failed_and_divergence_is_a_penalised_result(ray_local, stores, workdir, capsys):
+    marker = f"crashtest-{uuid.uuid4().hex[:8]}"
+    space = write_space(workdir, name="crash", metric="val_loss",
+                        params={"seed": {"type": "categorical", "choices": [1, 2, 3]}},
+                        fixed={"fake.crash_seed": 2, "fake.diverge_seed": 3, "fake.tag": marker},
+                        points_to_evaluate=[{"seed": 1}, {"seed": 2}, {"seed": 3}])
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "3", "--concurrency", "2",
+                        "--name", "crash", "--trainer-cmd", TORCHRUN_FAKE, "--max-failures", "1")
+    assert rc == 0, out
+    trials = {t.number: t for t in study(stores, "crash").trials}
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].value < 10
+    assert trials[1].state == optuna.trial.TrialState.FAIL
+    assert trials[2].state == optuna.trial.TrialState.COMPLETE and trials[2].value == DIVERGED_VALUE
+
+    _, parent, children = sweep_runs(stores, "crash")
+    failed = children[1]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[tracking.TAG_ATTEMPT] == "2"  # the first attempt, then one retry
+    assert "crashed (exit code" in failed.data.tags[tracking.TAG_ERROR]
+    assert "fake crash" in failed.data.tags[tracking.TAG_ERROR]
+    assert children[2].data.tags[tracking.TAG_STATUS] == "diverged"
+    assert children[2].data.metrics["objective"] == DIVERGED_VALUE
+
+    run_root = load_plan(workdir / "runs", "crash").run_root
+    assert (run_root / "trial_0001.attempt1" / "output.log").is_file()
+    assert re.search(r"^\s*-\s+1\s+failed\s", out, re.M)
+    assert processes_with(marker) == []
+
+
+def test_log_line_trainer_is_scored_on_its_roundtrip(ray_local, stores, workdir, capsys):
+    space = write_space(workdir, name="golflines", metric="roundtrip_val_bpb",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
+                        fixed={"fake.format": "golf"},
+                        points_to_evaluate=[{"fake.quality": 0.0}, {"fake.quality": 1.0}])
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "2", "--name", "golflines",
+                        "--trainer-cmd", PLAIN_FAKE)
+    assert rc == 0, out
+    client, _, children = sweep_runs(stores, "golflines")
+    for run in children.values():
+        metrics = run.data.metrics
+        assert metrics["objective"] == metrics["roundtrip_val_bpb"]
+        assert metrics["roundtrip_val_bpb"] == pytest.approx(metrics["final_val_bpb"] + 0.002, abs=2e-4)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [10, 20, 30, 40]
+    assert printed_best(out)[0] == 0
+
+
+def test_resume_after_the_driver_is_killed(ray_local, stores, workdir, capsys):
+    marker = f"resumetest-{uuid.uuid4().hex[:8]}"
+    space = write_space(workdir, name="resumable", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
+                        fixed={"fake.tag": marker, "fake.step_s": 0.05})
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", "--space", str(space), "--trials", "5", "--concurrency", "2",
+         "--name", "resumable", "--trainer-cmd", PLAIN_FAKE, "--mlflow-uri", stores["mlflow"],
+         "--storage", stores["optuna"]],
+        cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+
+    def completed() -> int:
+        try:
+            return len(study(stores, "resumable").get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+        except KeyError:
+            return 0
+
+    try:
+        wait_for(lambda: completed() >= 2 and processes_with(marker), 180, "two finished trials and a running one")
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_for(lambda: not processes_with(marker), 30, "the killed sweep's trainers to exit")
+
+    assert sweep_main(["resume", "resumable"]) == 0
+    out = capsys.readouterr().out
+    trials = study(stores, "resumable").trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    client, parent, children = sweep_runs(stores, "resumable")
+    assert parent.info.status == "FINISHED"
+    assert sorted(children) == [0, 1, 2, 3, 4]
+    for t in trials:
+        run = children[t.number]
+        assert run.info.status == "FINISHED" and run.data.metrics["objective"] == t.value
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps == [10, 20, 30, 40]
+    # The trials cut off by the kill ran again: a second attempt, in a fresh run directory.
+    restarted = [n for n, run in children.items() if run.data.tags[tracking.TAG_ATTEMPT] == "2"]
+    assert restarted
+    run_root = load_plan(workdir / "runs", "resumable").run_root
+    assert all((run_root / f"trial_{n:04d}.attempt1").is_dir() for n in restarted)
+    assert printed_best(out)[1] == min(t.value for t in trials)
+    assert processes_with(marker) == []
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"params": {"fp8.bogus": {"type": "float", "low": 0.1, "high": 1.0}}}, "params.fp8.bogus"),
+    ({"params": {"fp8.x_s": {"type": "float", "low": 2.0, "high": 0.02}}}, "params.fp8.x_s"),
+    ({"params": {"fp8.x_s": {"type": "float", "low": 0.0, "high": 2.0, "log": True}}}, "params.fp8.x_s.low"),
+    ({"metric": "accuracy"}, "metric"),
+])
+def test_bad_space_exits_2_before_ray_starts_and_writes_nothing(tmp_path, change, named):
+    space = {"name": "bad", "metric": "val_loss", "mode": "min", "preset": "tiny",
+             "params": {"fp8.x_s": {"type": "float", "low": 0.02, "high": 2.0, "log": True}}, **change}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(space))
+    probe = ("import sys; from sweep.cli import main; rc = main(['run', '--space', 'bad.yaml']); "
+             "print('ray imported' if 'ray' in sys.modules else 'ray never imported'); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "bad.yaml" in done.stderr and named in done.stderr
+    assert done.stdout.strip() == "ray never imported"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
