@@ -17,10 +17,6 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
         if name == "tpe":
             return optuna.samplers.TPESampler(multivariate=True, seed=seed)
         if name == "cmaes":
-            try:
-                import cmaes  # noqa: F401  (CmaEsSampler only fails when first used without it)
-            except ImportError:
-                raise InputError("--sampler", "cmaes needs the `cmaes` package (pip install cmaes)") from None
             return optuna.samplers.CmaEsSampler(seed=seed)
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed)

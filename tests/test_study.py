@@ -1,0 +1,25 @@
+"""Every selectable sampler proposes points inside the space, in a real sqlite Optuna storage."""
+from pathlib import Path
+
+import pytest
+
+from sweep.space import load_space
+from sweep.study import SAMPLERS, make_sampler, make_storage
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampler_proposes_points_inside_the_space(tmp_path, sampler):
+    import optuna
+
+    space = load_space(SPACES / "record.yaml")
+    study = optuna.create_study(study_name=f"s-{sampler}", storage=make_storage(f"sqlite:///{tmp_path}/o.db"),
+                                sampler=make_sampler(sampler, seed=0), direction="minimize")
+    dists = space.distributions()
+    for i in range(12):
+        trial = study.ask(dists)
+        assert all(space.params[k].contains(v) for k, v in trial.params.items())
+        study.tell(trial, sum(float(v) for v in trial.params.values()))
+    assert len(study.trials) == 12
+    assert len({tuple(t.params.values()) for t in study.trials}) > 6
