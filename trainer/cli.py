@@ -66,6 +66,8 @@ def _train(cfg, run_dir: str) -> int:
         d = distributed.setup(cfg.device)
         log = events.RunLog(run_dir, active=d.is_main)
         Trainer(cfg, d, log).run()
+        # Ranks leave together: gloo may otherwise still be finishing a collective while one exits.
+        distributed.barrier()
         return 0
     except (ConfigError, DataError, distributed.DeviceError) as e:
         message, code = f"{type(e).__name__}: {e}", EXIT_BAD_INPUT

@@ -1,5 +1,4 @@
-"""DistAdam: Adam with its state sharded across ranks, plus the gradient-sync machinery it shares
-with Muon.
+"""DistAdam: Adam with its state sharded across ranks.
 
 Each gradient is reduce-scattered (average) from a post-accumulate-grad hook as soon as backward has
 finished accumulating it, so communication overlaps the rest of backward. In `step()` each rank
@@ -19,70 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-# torch 2.13 renamed the single-tensor collectives and deprecated the old names.
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class GradSyncOptimizer(torch.optim.Optimizer):
-    """Base for optimizers whose gradient reduction is launched by post-accumulate-grad hooks.
-
-    Every rank must produce gradients for the same parameters (SPMD training): a parameter whose
-    grad is None is skipped on every rank. With gradient accumulation, call `set_grad_sync(False)`
-    before all but the last micro-batch's backward; reductions not launched by a hook are launched
-    in `step()`.
-    """
-
-    def __init__(self, params: Iterable, defaults: dict[str, Any]):
-        self._grad_sync = True
-        self._pending: dict[Tensor, tuple[dist.Work | None, Tensor]] = {}
-        super().__init__(params, defaults)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        for p in self.param_groups[-1]["params"]:
-            p.register_post_accumulate_grad_hook(self._on_grad_ready)
-
-    def set_grad_sync(self, enabled: bool) -> None:
-        """Whether the next backward launches gradient reductions from its hooks."""
-        self._grad_sync = enabled
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self._drain_pending()
-        super().zero_grad(set_to_none)
-
-    def _drain_pending(self) -> None:
-        for work, _ in self._pending.values():
-            if work is not None:
-                work.wait()
-        self._pending.clear()
-
-    def _on_grad_ready(self, p: Tensor) -> None:
-        if not self._grad_sync:
-            return
-        if p in self._pending:
-            raise RuntimeError(
-                f"gradient of a parameter of shape {tuple(p.shape)} was reduced twice before step(); "
-                "with gradient accumulation call set_grad_sync(False) for all but the last micro-batch"
-            )
-        self._pending[p] = self._launch_reduction(p)
-
-    def _launch_reduction(self, p: Tensor) -> tuple[dist.Work | None, Tensor]:
-        """Start reducing p.grad; returns the async work (None when nothing to wait for) and the
-        tensor that holds the result once it completes."""
-        raise NotImplementedError
-
-    def _reduced_grad(self, p: Tensor) -> Tensor:
-        work, result = self._pending.pop(p, None) or self._launch_reduction(p)
-        if work is not None:
-            work.wait()
-        return result
+from trainer.grad_sync import GradSyncOptimizer, all_gather_single, rank_and_world, reduce_scatter_single
 
 
 def _shard_size(numel: int, world: int) -> int:
@@ -141,7 +77,7 @@ class DistAdam(GradSyncOptimizer):
             if world == 1:
                 gathered.copy_(shard)
             else:
-                _all_gather(gathered, shard)
+                self._wait(all_gather_single(gathered, shard, async_op=True))
             full[key] = gathered[: param.numel()].view(param.shape)
         return full
 
@@ -153,7 +89,7 @@ class DistAdam(GradSyncOptimizer):
         size = _shard_size(flat.numel(), world)
         flat = F.pad(flat, (0, size * world - flat.numel()))
         shard = flat.new_empty(size)
-        return _reduce_scatter(shard, flat, op=dist.ReduceOp.AVG, async_op=True), shard
+        return reduce_scatter_single(shard, flat, op=dist.ReduceOp.AVG, async_op=True), shard
 
     def _param_shard(self, p: Tensor, rank: int, world: int) -> Tensor:
         """This rank's slice of the flattened parameter: a view when the sizes divide, else a
@@ -174,6 +110,7 @@ class DistAdam(GradSyncOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._release_finished_works()
         rank, world = rank_and_world()
         gathers = []
         for group in self.param_groups:
@@ -192,21 +129,21 @@ class DistAdam(GradSyncOptimizer):
                 step = state["step"].item()
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
 
-                work = shard.float()
+                shard32 = shard.float()
                 if wd:
-                    work.mul_(1 - lr * wd)
+                    shard32.mul_(1 - lr * wd)
                 exp_avg.lerp_(grad, 1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
-                work.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
-                if work is not shard:
-                    shard.copy_(work)
+                shard32.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+                if shard32 is not shard:
+                    shard.copy_(shard32)
 
                 if world > 1:
                     gathered = shard.new_empty(shard.numel() * world)
-                    gathers.append((_all_gather(gathered, shard, async_op=True), gathered, p))
+                    gathers.append((all_gather_single(gathered, shard, async_op=True), gathered, p))
         for work, gathered, p in gathers:
-            work.wait()
+            self._wait(work)
             p.detach().view(-1).copy_(gathered[: p.numel()])
-        self._pending.clear()
+        self._drain_pending()
         return loss

@@ -48,7 +48,8 @@ def fp8_mm(x: Tensor, w: Tensor, x_s: Tensor, w_s: Tensor, grad_s: Tensor) -> tu
 
 @fp8_mm.register_fake
 def _(x, w, x_s, w_s, grad_s):
-    return x.new_empty(x.shape[0], w.shape[0]), x.new_empty(x.shape, dtype=torch.uint8), w.new_empty(w.shape, dtype=torch.uint8)
+    out = x.new_empty(x.shape[0], w.shape[0])
+    return out, x.new_empty(x.shape, dtype=torch.uint8), w.new_empty(w.shape, dtype=torch.uint8)
 
 
 @torch.library.custom_op("gptsweep::fp8_mm_backward", mutates_args=())

@@ -59,7 +59,11 @@ def _block_sizes(m: int, k: int) -> tuple[int, int, int, int]:
 
 
 def xxt_triton(x: Tensor) -> Tensor:
-    """X·Xᵀ over the last two dims of a 2-D or 3-D (batched) tensor with the Triton kernel."""
+    """X·Xᵀ over the last two dims of a 2-D or 3-D (batched) tensor with the Triton kernel.
+
+    Accumulates in float32 and returns x's dtype. Meant for bfloat16 (Newton-Schulz); on a GPU,
+    float32 inputs go through TF32 tensor cores like any tl.dot.
+    """
     if x.ndim not in (2, 3):
         raise ValueError(f"xxt expects a 2-D or 3-D tensor, got shape {tuple(x.shape)}")
     batched = x if x.ndim == 3 else x.unsqueeze(0)

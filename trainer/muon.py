@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from trainer.dist_adam import GradSyncOptimizer, _all_gather, rank_and_world
+from trainer.grad_sync import GradSyncOptimizer, all_gather_single, rank_and_world
 from trainer.kernels import xxt
 
 # Quintic iteration X <- aX + (bA + cA²)X with A = XXᵀ, tuned to push singular values near 1 quickly.
@@ -62,15 +62,14 @@ class Muon(GradSyncOptimizer):
             raise ValueError(f"Muon ns_steps must be >= 1, got {ns_steps}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
 
-    def add_param_group(self, param_group: dict) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        for p in params:
+    def _check_group(self, group: dict) -> None:
+        super()._check_group(group)
+        for p in group["params"]:
             if p.ndim != 2:
                 raise ValueError(f"Muon only takes 2-D matrices, got a parameter of shape {tuple(p.shape)}")
-        if len({(p.dtype, p.device) for p in params}) > 1:
+        # Updated parameters are shared through one flat buffer per round.
+        if len({(p.dtype, p.device) for p in group["params"]}) > 1:
             raise ValueError("Muon needs every parameter of a group to share one dtype and device")
-        super().add_param_group({**param_group, "params": params})
 
     def _launch_reduction(self, p: Tensor) -> tuple[dist.Work | None, Tensor]:
         _, world = rank_and_world()
@@ -98,6 +97,7 @@ class Muon(GradSyncOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._release_finished_works()
         rank, world = rank_and_world()
         gathers = []
         for group in self.param_groups:
@@ -110,11 +110,11 @@ class Muon(GradSyncOptimizer):
                 if world > 1:
                     gathers.append(self._launch_share(chunk, rank, world))
         for work, gathered, chunk, width in gathers:
-            work.wait()
+            self._wait(work)
             for i, p in enumerate(chunk):
                 if i != rank:
                     p.view(-1).copy_(gathered[i * width : i * width + p.numel()])
-        self._pending.clear()
+        self._drain_pending()
         return loss
 
     @staticmethod
@@ -125,4 +125,4 @@ class Muon(GradSyncOptimizer):
         if rank < len(chunk):
             send[: chunk[rank].numel()] = chunk[rank].view(-1)
         gathered = chunk[0].new_empty(width * world)
-        return _all_gather(gathered, send, async_op=True), gathered, chunk, width
+        return all_gather_single(gathered, send, async_op=True), gathered, chunk, width
