@@ -20,6 +20,7 @@ from trainer.data.loader import TrainLoader, load_val_tokens
 from trainer.data.shards import list_shards, read_shard
 from trainer.data.tokenizer import ByteLUTs, bits_per_byte, build_byte_luts, load_tokenizer, target_bytes
 from trainer.dist_adam import DistAdam
+from trainer.export.run import evaluate_with, export_and_evaluate
 from trainer.model import GPT, parameter_groups
 from trainer.muon import Muon
 
@@ -274,6 +275,9 @@ class Trainer:
         log.line(f"peak memory allocated: {final['peak_mem_mib']:.0f} MiB")
         if self.dist.is_main and log.run_dir is not None:
             torch.save(self.model.state_dict(), log.run_dir / events.MODEL_FILE)
+        if cfg.export.enabled and status != "diverged" and log.run_dir is not None:
+            # Before `final`, so a reader that stops at `final` has the export too.
+            export_and_evaluate(self.model, cfg, log.run_dir, lambda m: evaluate_with(self, m), log=log, step=step)
         log.event("final", **final)
         return final
 

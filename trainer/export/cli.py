@@ -1,0 +1,114 @@
+"""`python -m trainer export RUN_DIR [key=value ...]`: export and evaluate the model of a finished run.
+
+The model is rebuilt from RUN_DIR/config.yaml (overrides on top, e.g. `export.scheme=int8_zlib` or
+`export.embed=int6`) and the final weights in RUN_DIR/model.pt. The artifact is written into RUN_DIR, the
+reference lines are printed and appended to RUN_DIR/train.log, and an `export` event is appended to
+RUN_DIR/events.jsonl. Exit codes: 0 done (also when the total does not fit), 2 bad input, 1 a crash.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import traceback
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from trainer import distributed, events
+from trainer.config import ConfigError, load_config
+from trainer.data import DataError
+from trainer.export.run import evaluate_with, export_and_evaluate
+from trainer.model import EMBED_WEIGHT
+
+EXIT_BAD_INPUT = 2
+EXIT_CRASH = 1
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer export",
+                                description="Write the int6+zstd (or int8+zlib) artifact of a finished run and "
+                                            "evaluate the dequantized model on the validation split.")
+    p.add_argument("run_dir", help="a run directory holding config.yaml and model.pt")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. export.embed=int6")
+    return p
+
+
+def _required(run_dir: Path, name: str) -> Path:
+    path = run_dir / name
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing (is {run_dir} a finished run directory?)")
+    return path
+
+
+def last_step(run_dir: Path) -> int | None:
+    """The step of the run's last `final` event, if events.jsonl has one."""
+    path = run_dir / events.EVENTS_FILE
+    step = None
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("event") == "final" and isinstance(record.get("step"), int):
+                step = record["step"]
+    return step
+
+
+def _load_weights(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for unreadable or foreign files
+        raise RunDirError(f"{path}: not a readable state dict ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunDirError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    run_dir = Path(args.run_dir)
+    try:
+        if not run_dir.is_dir():
+            raise RunDirError(f"{run_dir}: no such run directory")
+        config_file = _required(run_dir, events.CONFIG_FILE)
+        state = _load_weights(_required(run_dir, events.MODEL_FILE))
+        cfg = load_config(None, config_file, args.overrides, world_size=distributed.world_size_from_env())
+    except (RunDirError, ConfigError) as e:
+        events.stderr(f"export: {e}")
+        return EXIT_BAD_INPUT
+    return _export(cfg, run_dir, state)
+
+
+def _export(cfg, run_dir: Path, state: dict) -> int:
+    from trainer.train import Trainer
+
+    log = None
+    try:
+        d = distributed.setup(cfg.device)
+        log = events.RunLog(run_dir, active=d.is_main)
+        trainer = Trainer(cfg, d, events.RunLog(None, active=False))
+        if EMBED_WEIGHT in state:
+            trainer.model.untie()
+        try:
+            trainer.model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise RunDirError(f"{run_dir / events.MODEL_FILE} does not match the model of the config: {e}") from None
+        export_and_evaluate(trainer.model, cfg, run_dir, partial(evaluate_with, trainer), log=log,
+                            step=last_step(run_dir))
+        return 0
+    except (RunDirError, ConfigError, DataError, distributed.DeviceError) as e:
+        message, code = f"export: {e}", EXIT_BAD_INPUT
+    except Exception:
+        message, code = traceback.format_exc(), EXIT_CRASH
+    finally:
+        if log is not None:
+            log.close()
+        distributed.teardown()
+    events.stderr(message)
+    return code
