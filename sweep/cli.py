@@ -13,6 +13,8 @@ from sweep.errors import InputError
 COMMANDS = {
     "run": "sweep.run",
     "resume": "sweep.resume",
+    "compare": "sweep.compare",
+    "import-logs": "sweep.import_logs",
 }
 EXIT_BAD_INPUT = 2
 

@@ -1,0 +1,225 @@
+"""`sweep compare NAME`: the trials of a sweep ranked, the parameters that mattered, and plots.
+
+Everything is read from the sweep's stores (MLflow child runs and their metric histories, the Optuna
+study), so it works while the sweep is still running: unfinished trials are listed as `running` with their
+latest values. The plots go to `--out` as PNG and one self-contained HTML page, and are logged on the
+sweep's parent MLflow run under `compare/`.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep import tracking
+from sweep.errors import InputError
+from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
+
+HELP = "rank a sweep's trials, show parameter importance and write comparison plots"
+ARTIFACT_DIR = "compare"
+FP8_SCALES = ("fp8.x_s", "fp8.w_s", "fp8.grad_s")
+COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s", "gpu_hours")
+
+
+@dataclass
+class TrialRow:
+    number: int
+    run_id: str
+    name: str
+    status: str
+    objective: float | None
+    params: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the sweep's name")
+    p.add_argument("--top", type=int, default=5, help="trials whose loss curves are plotted (default 5)")
+    p.add_argument("--out", help="folder for the plots (default <results-dir>/<name>/compare)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where the sweep keeps its state (default {DEFAULT_RESULTS_DIR})")
+
+
+def _param_value(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def trial_rows(plan: SweepPlan) -> list[TrialRow]:
+    """One row per child run, ranked: finished trials by objective, then the others by trial number."""
+    client = tracking.client(plan.mlflow_uri)
+    experiment = client.get_experiment_by_name(plan.experiment)
+    keys = list(plan.space().params)
+    rows = []
+    for run in tracking.child_runs(client, experiment.experiment_id, plan.parent_run_id):
+        tags, metrics = run.data.tags, run.data.metrics
+        live = run.info.status == "RUNNING"
+        rows.append(TrialRow(
+            number=int(tags[tracking.TAG_TRIAL_NUMBER]), run_id=run.info.run_id, name=run.info.run_name,
+            status="running" if live else tags.get(tracking.TAG_STATUS, run.info.status.lower()),
+            objective=None if live else metrics.get(tracking.OBJECTIVE_METRIC),
+            params={k: _param_value(run.data.params.get(k)) for k in keys}, metrics=dict(metrics)))
+    sign = 1.0 if plan.space().objective.mode == "min" else -1.0
+    return sorted(rows, key=lambda r: (r.objective is None, sign * (r.objective or 0.0), r.number))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
+
+
+def table(rows: list[TrialRow], plan: SweepPlan) -> str:
+    keys = list(plan.space().params)
+    header = ["rank", "trial", "status", "objective", *keys, *COLUMNS, "latest val_loss"]
+    lines = [header]
+    for i, r in enumerate(rows, 1):
+        lines.append([str(i) if r.objective is not None else "-", str(r.number), r.status, _fmt(r.objective),
+                      *(_fmt(r.params.get(k)) for k in keys), *(_fmt(r.metrics.get(c)) for c in COLUMNS),
+                      _fmt(r.metrics.get("val_loss"))])
+    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def importance(plan: SweepPlan) -> tuple[dict[str, float], str]:
+    """fANOVA-style importances from the Optuna study, or why there are none yet."""
+    import optuna
+
+    study = optuna.load_study(study_name=plan.name, storage=plan.storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2 or len(plan.space().params) < 2:
+        return {}, f"parameter importance needs at least 2 finished trials and 2 swept parameters " \
+                   f"({len(complete)} finished)"
+    return optuna.importance.get_param_importances(study), ""
+
+
+def loss_curves(plan: SweepPlan, rows: list[TrialRow], top: int) -> dict[str, list[tuple[float, float]]]:
+    """(training seconds, val_loss) points of the top trials, matched by training step."""
+    client = tracking.client(plan.mlflow_uri)
+    curves = {}
+    for r in rows[:top]:
+        times = {m.step: m.value for m in client.get_metric_history(r.run_id, "train_time_ms")}
+        points = [(times[m.step] / 1000.0, m.value) for m in client.get_metric_history(r.run_id, "val_loss")
+                  if m.step in times and math.isfinite(m.value)]
+        if points:
+            curves[f"trial {r.number}"] = sorted(points)
+    return curves
+
+
+def write_plots(plan: SweepPlan, rows: list[TrialRow], top: int, out: Path) -> list[Path]:
+    """PNG files (matplotlib) and one HTML page (plotly, script inlined so it opens offline)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    figures: list = []
+    keys = list(plan.space().params)
+    done = [r for r in rows if r.objective is not None]
+
+    curves = loss_curves(plan, rows, top)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    html = go.Figure()
+    for label, points in curves.items():
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o", label=label)
+        html.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label))
+    ax.set(xlabel="training time (s)", ylabel="val_loss", title=f"{plan.name}: top {top} trials")
+    if curves:
+        ax.legend()
+    html.update_layout(title=f"{plan.name}: val_loss of the top {top} trials", xaxis_title="training time (s)",
+                       yaxis_title="val_loss")
+    written.append(_save(fig, out / "loss_curves.png"))
+    figures.append(html)
+
+    if done and keys:
+        fig, ax = plt.subplots(figsize=(max(6, 2 * len(keys)), 5))
+        objectives = [r.objective for r in done]
+        lo, hi = min(objectives), max(objectives)
+        scaled = {k: _unit([r.params.get(k) for r in done], plan.space().params[k]) for k in keys}
+        cmap = plt.get_cmap("viridis")
+        for i, r in enumerate(done):
+            colour = cmap(0.0 if hi == lo else (r.objective - lo) / (hi - lo))
+            ax.plot(range(len(keys)), [scaled[k][i] for k in keys], color=colour, marker="o")
+        ax.set_xticks(range(len(keys)), keys)
+        ax.set(ylabel="position in range", title=f"{plan.name}: swept parameters (colour = objective)")
+        written.append(_save(fig, out / "parallel_coordinates.png"))
+        figures.append(go.Figure(go.Parcoords(
+            line={"color": objectives, "colorscale": "Viridis", "showscale": True},
+            dimensions=[{"label": k, "values": [r.params.get(k) for r in done]} for k in keys])))
+
+    pairs = [(a, b) for i, a in enumerate(FP8_SCALES) for b in FP8_SCALES[i + 1:] if a in keys and b in keys]
+    if done and pairs:
+        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
+        for ax, (a, b) in zip(axes[0], pairs):
+            xs = [math.log10(r.params[a]) for r in done]
+            ys = [math.log10(r.params[b]) for r in done]
+            zs = [r.objective for r in done]
+            if len(done) >= 4:
+                try:
+                    ax.tricontourf(xs, ys, zs, levels=12, cmap="viridis", alpha=0.6)
+                except (ValueError, RuntimeError):
+                    pass  # collinear points: no triangulation, the scatter still shows them
+            points = ax.scatter(xs, ys, c=zs, cmap="viridis", edgecolors="black")
+            ax.set(xlabel=f"log10 {a}", ylabel=f"log10 {b}")
+            fig.colorbar(points, ax=ax)
+            figures.append(go.Figure(go.Contour(x=xs, y=ys, z=zs, colorscale="Viridis", contours_coloring="heatmap")
+                                     ).update_layout(title=f"{a} vs {b} (log10)", xaxis_title=a, yaxis_title=b))
+        fig.suptitle(f"{plan.name}: objective over pairs of FP8 scales")
+        written.append(_save(fig, out / "fp8_scale_contours.png"))
+
+    page = out / "compare.html"
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
+    page.write_text(f"<html><head><meta charset='utf-8'><title>{plan.name}</title></head><body>"
+                    + "".join(parts) + "</body></html>")
+    written.append(page)
+    return written
+
+
+def _unit(values: list[Any], param) -> list[float]:
+    """Map values onto [0, 1] of the parameter's range (log-scaled where the range is)."""
+    spec = param.distribution()
+    low, high = getattr(spec, "low", None), getattr(spec, "high", None)
+    if low is None:
+        choices = list(spec.choices)
+        return [choices.index(v) / max(len(choices) - 1, 1) if v in choices else 0.5 for v in values]
+    transform = math.log if getattr(spec, "log", False) else float
+    lo, hi = transform(low), transform(high)
+    return [(transform(v) - lo) / (hi - lo) if hi > lo else 0.5 for v in values]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise InputError("--top", f"must be at least 1, got {args.top}")
+    plan = load_plan(args.results_dir, args.name)
+    out = Path(args.out) if args.out else plan.sweep_dir / "compare"
+    rows = trial_rows(plan)
+    print(f"sweep {plan.name}: {len(rows)} trials, objective {plan.space().objective.metric} "
+          f"({plan.space().objective.mode})")
+    print(table(rows, plan))
+    scores, why = importance(plan)
+    print("parameter importance: " + (", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else why))
+    files = write_plots(plan, rows, args.top, out)
+    client = tracking.client(plan.mlflow_uri)
+    for path in files:
+        client.log_artifact(plan.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
+    print(f"plots: {', '.join(str(p) for p in files)} (also on the parent MLflow run under {ARTIFACT_DIR}/)")
+    return 0
