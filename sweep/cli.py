@@ -14,6 +14,7 @@ COMMANDS = {
     "run": "sweep.run",
     "resume": "sweep.resume",
     "compare": "sweep.compare",
+    "verify": "sweep.verify",
     "import-logs": "sweep.import_logs",
 }
 EXIT_BAD_INPUT = 2

@@ -45,7 +45,7 @@ def git_sha() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def _quiet_environment() -> None:
+def quiet_environment() -> None:
     """Ray, MLflow and Optuna report through the live view and the summary, not their own logs."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # mlflow sets its loggers up when imported (above), so this has to come after the import.
@@ -70,16 +70,21 @@ def start_ray(address: str = "") -> bool:
     return True
 
 
+def trials_that_fit(trials: int, gpus_per_trial: int, cpus_per_trial: int) -> int:
+    """How many of `trials` the cluster's CPUs (GPUs for GPU trials) hold at once right now (at least 1)."""
+    resources = ray.cluster_resources()
+    if gpus_per_trial:
+        fits = int(resources.get("GPU", 0)) // gpus_per_trial
+    else:
+        fits = int(resources.get("CPU", 1)) // cpus_per_trial
+    return max(1, min(trials, fits))
+
+
 def resolve_concurrency(plan: SweepPlan) -> int:
-    """`--concurrency`, or as many trials as the cluster's CPUs (GPUs for GPU trials) hold right now."""
+    """`--concurrency`, or as many trials as the cluster holds right now."""
     if plan.concurrency > 0:
         return plan.concurrency
-    resources = ray.cluster_resources()
-    if plan.gpus_per_trial:
-        fits = int(resources.get("GPU", 0)) // plan.gpus_per_trial
-    else:
-        fits = int(resources.get("CPU", 1)) // plan.cpus_per_trial
-    return max(1, min(plan.trials, fits))
+    return trials_that_fit(plan.trials, plan.gpus_per_trial, plan.cpus_per_trial)
 
 
 def asha_max_t(plan: SweepPlan, space: SearchSpace) -> int:
@@ -102,10 +107,11 @@ def open_parent_run(plan: SweepPlan, space: SearchSpace, mlflow_client, experime
     return run.info.run_id
 
 
-def _trainable(plan: SweepPlan, settings: TrialSettings):
-    bundle = {"CPU": plan.cpus_per_trial}
-    if plan.gpus_per_trial:
-        bundle["GPU"] = plan.gpus_per_trial
+def trial_trainable(settings: TrialSettings):
+    """`run_trial` bound to `settings`, on one placement-group bundle holding the trial's whole node."""
+    bundle = {"CPU": settings.cpus}
+    if settings.gpus:
+        bundle["GPU"] = settings.gpus
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                tune.PlacementGroupFactory([bundle]))
 
@@ -156,7 +162,7 @@ def _reconcile(results, plan: SweepPlan, pruned: set[int], mlflow_client, experi
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
     """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
     code: 0 when every trial ended, 1 if the sweep was interrupted."""
-    _quiet_environment()
+    quiet_environment()
     space = plan.space()
     mlflow_client = tracking.client(plan.mlflow_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
@@ -176,7 +182,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
     started = start_ray(plan.address)
     outcome = "FAILED"
     try:
-        trainable = _trainable(plan, settings)
+        trainable = trial_trainable(settings)
         experiment = str(plan.sweep_dir.resolve())
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False,

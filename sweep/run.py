@@ -115,7 +115,7 @@ def _check_local_gpus(gpus: int) -> None:
                                              f"use --address to run on a cluster")
 
 
-def _unique_name(base: str, results_dir: str) -> str:
+def unique_name(base: str, results_dir: str) -> str:
     name, k = base, 2
     while plan_path(results_dir, name).exists():
         name, k = f"{base}-{k}", k + 1
@@ -167,7 +167,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         name = args.name
         _check_new_name(name, results_dir, storage)
     else:
-        name = _unique_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
+        name = unique_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
     return SweepPlan(
         name=name, experiment=args.name or space.name, space_file=str(space_path.resolve()),
         space_text=space.text, preset=preset, trials=trials, concurrency=concurrency, gpus_per_trial=gpus,

@@ -81,9 +81,52 @@ def test_compare_lists_a_running_trial(finished_sweep, capsys):
     assert sweep_main(["compare", "cmp", "--results-dir", str(finished_sweep / "runs"),
                        "--out", str(finished_sweep / "plots2")]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if re.match(r"^\s*-\s+99\s", ln))
+    client.delete_run(live.info.run_id)
     assert "running" in line and line.rstrip().endswith("4.25")
 
 
 def test_compare_unknown_sweep_exits_2(tmp_path, capsys):
     assert sweep_main(["compare", "nope", "--results-dir", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_verify_reruns_the_best_trial_over_seeds_and_tests_it(finished_sweep, capsys):
+    import scipy.stats
+
+    results = finished_sweep / "runs"
+    source = load_plan(str(results), "cmp")
+    client = tracking.client(source.mlflow_uri)
+    exp = client.get_experiment_by_name(source.experiment)
+    best = min((r for r in tracking.child_runs(client, exp.experiment_id, source.parent_run_id)
+                if tracking.OBJECTIVE_METRIC in r.data.metrics),
+               key=lambda r: r.data.metrics[tracking.OBJECTIVE_METRIC])
+    capsys.readouterr()
+    assert sweep_main(["verify", "cmp", "--seeds", "3", "--target", "9.0", "--results-dir", str(results)]) == 0
+    printed = capsys.readouterr().out
+
+    plan = load_plan(str(results), "cmp-verify")
+    assert plan.experiment == source.experiment
+    runs = sorted(tracking.child_runs(client, exp.experiment_id, plan.parent_run_id),
+                  key=lambda r: int(r.data.tags[tracking.TAG_TRIAL_NUMBER]))
+    assert [int(r.data.params["seed"]) for r in runs] == [0, 1, 2]
+    for run in runs:
+        for key in ("fp8.x_s", "fp8.w_s", "fp8.grad_s", "train.iterations"):
+            assert run.data.params[key] == best.data.params[key]
+    losses = [r.data.metrics["final_val_loss"] for r in runs]
+    assert len(set(losses)) == 3                      # the seeds really differ
+    p = scipy.stats.ttest_1samp(losses, 9.0, alternative="less").pvalue
+    parent = client.get_run(plan.parent_run_id)
+    assert parent.data.metrics["p_value"] == pytest.approx(p, rel=1e-9)
+    note = parent.data.tags["mlflow.note.content"]
+    for text in (note, printed):
+        assert f"losses = [{', '.join(repr(x) for x in losses)}]" in text
+        assert ("# p=%.4f" % p if p >= 1e-4 else "# p=%.2e" % p) in text
+
+
+def test_verify_needs_a_target_for_the_tiny_preset(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("fp8: {enabled: true}\n")
+    assert sweep_main(["verify", "--config", str(config), "--results-dir", str(tmp_path / "runs"),
+                       "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    assert "--target" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").rglob("*.yaml")) and not (tmp_path / "m.db").exists()
