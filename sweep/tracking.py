@@ -29,6 +29,8 @@ TAG_STATUS = "sweep.status"              # ok | diverged | wallclock_cap | prune
 TAG_ERROR = "sweep.error"                # the tail of the log of a failed trial
 TAG_GPUS = "sweep.gpus_per_trial"
 TAG_NPROC = "sweep.nproc_per_trial"
+TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
+TAG_VISIBLE_GPUS = "sweep.cuda_visible_devices"  # the GPU ids Ray gave the trial
 
 STEP_METRICS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
 FINAL_METRICS = ("final_val_loss", "final_val_bpb", "wallclock_s", "artifact_bytes", "roundtrip_val_bpb",

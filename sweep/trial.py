@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from sweep import tracking
@@ -175,7 +176,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     child.start(ctx.get_trial_name(), params, {
         tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_SWEEP: settings.sweep,
         tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
-        tracking.TAG_NPROC: str(settings.nproc)})
+        tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
+        tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})
     _monitor(settings, values, number, run_dir, child)
 
 
