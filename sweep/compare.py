@@ -2,8 +2,8 @@
 
 Everything is read from the sweep's stores (MLflow child runs and their metric histories, the Optuna
 study), so it works while the sweep is still running: unfinished trials are listed as `running` with their
-latest values. The plots go to `--out` as PNG and one self-contained HTML page, and are logged on the
-sweep's parent MLflow run under `compare/`.
+latest values. The table goes to `--out` as `trials.txt`, the plots as PNG and one self-contained HTML
+page; all are logged on the sweep's parent MLflow run under `compare/`.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
 
 HELP = "rank a sweep's trials, show parameter importance and write comparison plots"
 ARTIFACT_DIR = "compare"
+TABLE_FILE = "trials.txt"
 FP8_SCALES = ("fp8.x_s", "fp8.w_s", "fp8.grad_s")
 COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s", "gpu_hours")
 
@@ -55,7 +56,10 @@ def trial_rows(plan: SweepPlan) -> list[TrialRow]:
     """One row per child run, ranked: finished trials by objective, then the others by trial number."""
     client = tracking.client(plan.mlflow_uri)
     experiment = client.get_experiment_by_name(plan.experiment)
-    keys = list(plan.space().params)
+    if experiment is None:
+        raise InputError(plan.name, f"no MLflow experiment {plan.experiment!r} in {plan.mlflow_uri}")
+    space = plan.space()
+    keys = list(space.params)
     rows = []
     for run in tracking.child_runs(client, experiment.experiment_id, plan.parent_run_id):
         tags, metrics = run.data.tags, run.data.metrics
@@ -65,7 +69,7 @@ def trial_rows(plan: SweepPlan) -> list[TrialRow]:
             status="running" if live else tags.get(tracking.TAG_STATUS, run.info.status.lower()),
             objective=None if live else metrics.get(tracking.OBJECTIVE_METRIC),
             params={k: _param_value(run.data.params.get(k)) for k in keys}, metrics=dict(metrics)))
-    sign = 1.0 if plan.space().objective.mode == "min" else -1.0
+    sign = 1.0 if space.mode == "min" else -1.0
     return sorted(rows, key=lambda r: (r.objective is None, sign * (r.objective or 0.0), r.number))
 
 
@@ -87,16 +91,20 @@ def table(rows: list[TrialRow], plan: SweepPlan) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def importance(plan: SweepPlan) -> tuple[dict[str, float], str]:
-    """fANOVA-style importances from the Optuna study, or why there are none yet."""
+def importance(study, plan: SweepPlan) -> tuple[dict[str, float], str]:
+    """fANOVA importances from the Optuna study, or why there are none yet."""
     import optuna
 
-    study = optuna.load_study(study_name=plan.name, storage=plan.storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2 or len(plan.space().params) < 2:
-        return {}, f"parameter importance needs at least 2 finished trials and 2 swept parameters " \
-                   f"({len(complete)} finished)"
-    return optuna.importance.get_param_importances(study), ""
+        return {}, (f"parameter importance needs at least 2 finished trials and 2 swept parameters "
+                    f"({len(complete)} finished)")
+    try:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same figures on every call
+        return optuna.importance.get_param_importances(study, evaluator=evaluator), ""
+    except (ValueError, RuntimeError) as e:
+        # e.g. every finished trial sampled one value of a parameter: there is no variance to split
+        return {}, f"parameter importance unavailable: {e}"
 
 
 def loss_curves(plan: SweepPlan, rows: list[TrialRow], top: int) -> dict[str, list[tuple[float, float]]]:
@@ -112,18 +120,21 @@ def loss_curves(plan: SweepPlan, rows: list[TrialRow], top: int) -> dict[str, li
     return curves
 
 
-def write_plots(plan: SweepPlan, rows: list[TrialRow], top: int, out: Path) -> list[Path]:
-    """PNG files (matplotlib) and one HTML page (plotly, script inlined so it opens offline)."""
+def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Path) -> list[Path]:
+    """PNG files (matplotlib, from the MLflow rows) and one HTML page (plotly: the loss curves, then Optuna's
+    parallel-coordinate and contour figures of the study; the script is inlined so the page opens offline)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import optuna.visualization as ov
     import plotly.graph_objects as go
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     figures: list = []
-    keys = list(plan.space().params)
+    space = plan.space()
+    keys = list(space.params)
     done = [r for r in rows if r.objective is not None]
 
     curves = loss_curves(plan, rows, top)
@@ -145,7 +156,7 @@ def write_plots(plan: SweepPlan, rows: list[TrialRow], top: int, out: Path) -> l
         fig, ax = plt.subplots(figsize=(max(6, 2 * len(keys)), 5))
         objectives = [r.objective for r in done]
         lo, hi = min(objectives), max(objectives)
-        scaled = {k: _unit([r.params.get(k) for r in done], plan.space().params[k]) for k in keys}
+        scaled = {k: _unit([r.params.get(k) for r in done], space.params[k]) for k in keys}
         cmap = plt.get_cmap("viridis")
         for i, r in enumerate(done):
             colour = cmap(0.0 if hi == lo else (r.objective - lo) / (hi - lo))
@@ -153,9 +164,7 @@ def write_plots(plan: SweepPlan, rows: list[TrialRow], top: int, out: Path) -> l
         ax.set_xticks(range(len(keys)), keys)
         ax.set(ylabel="position in range", title=f"{plan.name}: swept parameters (colour = objective)")
         written.append(_save(fig, out / "parallel_coordinates.png"))
-        figures.append(go.Figure(go.Parcoords(
-            line={"color": objectives, "colorscale": "Viridis", "showscale": True},
-            dimensions=[{"label": k, "values": [r.params.get(k) for r in done]} for k in keys])))
+        figures.append(ov.plot_parallel_coordinate(study, params=keys, target_name=space.metric))
 
     pairs = [(a, b) for i, a in enumerate(FP8_SCALES) for b in FP8_SCALES[i + 1:] if a in keys and b in keys]
     if done and pairs:
@@ -172,8 +181,7 @@ def write_plots(plan: SweepPlan, rows: list[TrialRow], top: int, out: Path) -> l
             points = ax.scatter(xs, ys, c=zs, cmap="viridis", edgecolors="black")
             ax.set(xlabel=f"log10 {a}", ylabel=f"log10 {b}")
             fig.colorbar(points, ax=ax)
-            figures.append(go.Figure(go.Contour(x=xs, y=ys, z=zs, colorscale="Viridis", contours_coloring="heatmap")
-                                     ).update_layout(title=f"{a} vs {b} (log10)", xaxis_title=a, yaxis_title=b))
+            figures.append(ov.plot_contour(study, params=[a, b], target_name=space.metric))
         fig.suptitle(f"{plan.name}: objective over pairs of FP8 scales")
         written.append(_save(fig, out / "fp8_scale_contours.png"))
 
@@ -212,14 +220,21 @@ def main(args: argparse.Namespace) -> int:
     plan = load_plan(args.results_dir, args.name)
     out = Path(args.out) if args.out else plan.sweep_dir / "compare"
     rows = trial_rows(plan)
-    print(f"sweep {plan.name}: {len(rows)} trials, objective {plan.space().objective.metric} "
-          f"({plan.space().objective.mode})")
-    print(table(rows, plan))
-    scores, why = importance(plan)
-    print("parameter importance: " + (", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else why))
-    files = write_plots(plan, rows, args.top, out)
+    from sweep.study import load_study
+
+    study = load_study(plan.storage, plan.name)
+    scores, why = importance(study, plan)
+    objective = plan.space().objective
+    summary = "\n".join([
+        f"sweep {plan.name}: {len(rows)} trials, objective {objective.metric} ({objective.mode})",
+        table(rows, plan),
+        "parameter importance: " + (", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else why)])
+    print(summary, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / TABLE_FILE).write_text(summary + "\n")
+    files = [out / TABLE_FILE, *write_plots(plan, study, rows, args.top, out)]
     client = tracking.client(plan.mlflow_uri)
     for path in files:
         client.log_artifact(plan.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
-    print(f"plots: {', '.join(str(p) for p in files)} (also on the parent MLflow run under {ARTIFACT_DIR}/)")
+    print(f"written: {', '.join(str(p) for p in files)} (also on the parent MLflow run under {ARTIFACT_DIR}/)")
     return 0

@@ -127,7 +127,7 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=plan.name, storage_path=str(Path(plan.results_dir).resolve()), verbose=0,
+            name=plan.name, storage_path=plan.results_dir, verbose=0,
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
             callbacks=[LiveView(space.metric, space.mode, plan.trials)]))
@@ -183,7 +183,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
     outcome = "FAILED"
     try:
         trainable = trial_trainable(settings)
-        experiment = str(plan.sweep_dir.resolve())
+        experiment = plan.tune_path
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)

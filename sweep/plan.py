@@ -1,4 +1,5 @@
-"""A sweep's settings, saved as `<results-dir>/<name>/sweep.json` so `sweep resume NAME` can continue it.
+"""A sweep's settings, saved as `<results-dir>/<name>/sweep.json` so `sweep resume NAME` can continue it
+(the results dir is a local folder or a URI: see `sweep.results_dir`).
 
 The plan keeps the space file's text as it was at launch: a resumed sweep searches the same space even
 if the file has been edited since.
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sweep import results_dir as results
 from sweep.errors import InputError
 from sweep.space import SearchSpace, parse_space
 
@@ -43,8 +45,14 @@ class SweepPlan:
     parent_run_id: str = ""
 
     @property
+    def tune_path(self) -> str:
+        """Tune's experiment folder, beside the plan file."""
+        return results.join(self.results_dir, self.name)
+
+    @property
     def sweep_dir(self) -> Path:
-        return Path(self.results_dir) / self.name
+        """The sweep's folder on this node's disk (the same as `tune_path` when the results dir is local)."""
+        return results.local_folder(self.results_dir, self.name)
 
     @property
     def run_root(self) -> Path:
@@ -54,22 +62,19 @@ class SweepPlan:
         return parse_space(self.space_text, self.space_file).with_fixed(self.sets)
 
     def save(self) -> None:
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.sweep_dir / (PLAN_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(self.sweep_dir / PLAN_FILE)
+        results.write_text(plan_path(self.results_dir, self.name), json.dumps(asdict(self), indent=2) + "\n")
 
 
-def plan_path(results_dir: str | Path, name: str) -> Path:
-    return Path(results_dir) / name / PLAN_FILE
+def plan_path(results_dir: str | Path, name: str) -> str:
+    return results.join(results.normalize(str(results_dir)), name, PLAN_FILE)
 
 
 def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
     path = plan_path(results_dir, name)
-    if not path.is_file():
+    if not results.exists(path):
         raise InputError(name, f"no sweep of that name: {path} does not exist")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(results.read_text(path))
         return SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
     except (json.JSONDecodeError, TypeError) as e:
         raise InputError(str(path), f"not a readable sweep plan: {e}") from None

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from sweep import results_dir as results
 from sweep.errors import InputError
 from sweep.overrides import parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
@@ -53,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"MLflow tracking URI (default {DEFAULT_MLFLOW_URI})")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite optuna.db next to the MLflow database)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
-                   help=f"where Tune state and trial run directories go; shared storage on a cluster "
+                   help=f"folder or URI (s3://bucket/tune) for Tune's state and the sweep plan: shared "
+                        f"storage on a cluster; the trials' run directories stay on their nodes' disks "
                         f"(default {DEFAULT_RESULTS_DIR})")
     p.add_argument("--trainer-cmd", default="",
                    help="run this command instead of the built-in trainer: it gets key=value overrides as "
@@ -117,14 +119,14 @@ def _check_local_gpus(gpus: int) -> None:
 
 def unique_name(base: str, results_dir: str) -> str:
     name, k = base, 2
-    while plan_path(results_dir, name).exists():
+    while results.exists(plan_path(results_dir, name)):
         name, k = f"{base}-{k}", k + 1
     return name
 
 
 def _check_new_name(name: str, results_dir: str, storage: str) -> None:
     resume_hint = f"continue it with `sweep resume {name}` or pick another --name"
-    if plan_path(results_dir, name).exists():
+    if results.exists(plan_path(results_dir, name)):
         raise InputError("--name", f"a sweep named {name!r} already exists in {results_dir}; {resume_hint}")
     db = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None
     if db is not None and not Path(db).exists():
@@ -160,7 +162,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         _check_local_gpus(gpus)
     mlflow_uri = absolute_sqlite(args.mlflow_uri)
     storage = absolute_sqlite(args.storage) if args.storage else default_storage(mlflow_uri)
-    results_dir = str(Path(args.results_dir).resolve())
+    results_dir = results.normalize(args.results_dir)
     if args.name:
         if not all(c.isalnum() or c in "-_." for c in args.name):
             raise InputError("--name", f"use letters, digits, '-', '_' or '.', got {args.name!r}")

@@ -1,150 +1,328 @@
 """`sweep verify (NAME | --config FILE)`: re-run a configuration over several seeds and test the claim.
 
-The re-runs are a sweep of their own (same trainable, same whole-node trials, in parallel where nodes
-allow) whose only parameter is `seed`, evaluated at seeds 0..N-1, recorded in the same MLflow experiment
-as the source sweep. Then the final losses and training times are summarised, and a one-sided one-sample
-t-test against the target is written as a Markdown block in the style of the record READMEs, printed and
-logged on the verify sweep's parent run (`verify.md` and the run's description).
+With NAME, the configuration is the best finished trial of that sweep (its swept values and the sweep's
+fixed keys) and the runs use the sweep's preset, stores, resources and trainer; with `--config FILE`, the
+keys of a trainer config file. Seeds 0..N-1 run as Tune trials of a verification named `<source>-verify`,
+on whole nodes like a sweep's trials, as many at once as the cluster holds. MLflow gets a parent run with
+role `verify` in the sweep's experiment (`verify` for a config file) and one child run per seed; the
+Markdown evidence (seeds, losses, times, the one-sided one-sample t-test, std/mean) is printed and logged
+on the parent as `verify.md` and as the run's description.
 
-Targets: `--target X`. Without it, the speedrun preset uses 3.28; the golf preset needs `--target` (the
-current record's val_loss), and the test is then against X - 0.005 nats, the parameter-golf rule.
+Exit codes: 0 every seed gave a loss (whatever the verdict: it is in the report and the `p_value`
+metric), 1 some seed did not (crashed, diverged, interrupted), 2 bad input, found before anything runs.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from sweep import stats, tracking
+from sweep import results_dir as results
+from sweep import tracking
+from sweep.claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown
 from sweep.errors import InputError
+from sweep.overrides import format_override, format_value, parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
-from sweep.run import DEFAULT_MLFLOW_URI, build_plan, unique_name
-from sweep.run import add_arguments as add_run_arguments
+from sweep.run import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, DEFAULT_MLFLOW_URI, absolute_sqlite
+from trainer.config import ConfigError, flatten, load_config
 
-HELP = "re-run the best config of a sweep (or a config file) over N seeds and t-test it against a target"
+HELP = "re-run the best config of a sweep (or a config file) over several seeds and test it (t-test)"
+DEFAULT_SEEDS = 3
+DEFAULT_EXPERIMENT = "verify"
+ROLE = "verify"                                # tracking.TAG_ROLE of the parent run
+TAG_SOURCE = "sweep.verify.source"             # the sweep's name, or the config file's path
+TAG_BEST_TRIAL = "sweep.verify.trial_number"   # the sweep trial that was verified
+TAG_TARGET = "sweep.verify.target"
+TAG_LOSS = "sweep.verify.loss"                 # the child-run metric that was tested
+TAG_PASSED = "sweep.verify.passed"             # "true" | "false": p < 0.01
+NOTE_TAG = "mlflow.note.content"               # shown as the run's description in the MLflow UI
 MARKDOWN_ARTIFACT = "verify.md"
-NOTE_TAG = "mlflow.note.content"
+TRAIN_TIME_METRIC = "final_train_time_ms"
 SEED_KEY = "seed"
 
 
+@dataclass
+class VerifyPlan:
+    name: str
+    source: str
+    experiment: str
+    preset: str
+    config: dict[str, Any]         # every key the runs set, besides the seed
+    seeds: list[int]               # 0..N-1; trial i runs seed i
+    claim: Claim
+    mlflow_uri: str
+    results_dir: str               # a local folder or a URI (sweep.results_dir)
+    cwd: str
+    gpus_per_trial: int
+    nproc_per_trial: int
+    cpus_per_trial: int
+    concurrency: int = 0           # 0 = as many as the cluster holds
+    max_failures: int = 1
+    address: str = ""
+    trainer_cmd: str = ""
+    best_trial: int | None = None  # the sweep trial whose config this is
+
+    @property
+    def what(self) -> str:
+        return self.source if self.best_trial is None else f"trial {self.best_trial} of sweep {self.source}"
+
+    @property
+    def run_root(self) -> Path:
+        return results.local_folder(self.results_dir, self.name) / "trials"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", help="the sweep whose best trial is re-run")
-    p.add_argument("--config", help="a trainer config file (YAML of config keys) to re-run instead")
-    p.add_argument("--preset", help="trainer preset for --config (default: tiny without GPUs, else speedrun)")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
-    p.add_argument("--target", type=float, help="val_loss to beat (default 3.28 for speedrun)")
-    p.add_argument("--address", help="Ray cluster address (default: the sweep's, or a local Ray instance)")
-    p.add_argument("--concurrency", type=int, default=0, help="re-runs at once (default: what the cluster holds)")
-    p.add_argument("--gpus-per-trial", type=int, help="GPUs of one re-run (default: the sweep's)")
-    p.add_argument("--mlflow-uri", help=f"MLflow tracking URI for --config (default {DEFAULT_MLFLOW_URI})")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("name", nargs="?", help="the sweep whose best trial is verified")
+    source.add_argument("--config", help="a trainer config file to verify instead of a sweep's best trial")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help=f"number of seeds (default {DEFAULT_SEEDS})")
+    p.add_argument("--target", type=float,
+                   help="loss to beat: default 3.28 with the speedrun preset; with the golf preset the current "
+                        "record's loss (the seeds must beat it by 0.005 nats); required for other presets")
+    p.add_argument("--preset", help=f"trainer preset (default: the sweep's; with --config {CPU_PRESET} on CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="also set a config key for every seed (repeatable)")
+    p.add_argument("--experiment",
+                   help=f"MLflow experiment (default: the sweep's; {DEFAULT_EXPERIMENT} with --config)")
+    p.add_argument("--mlflow-uri",
+                   help=f"MLflow tracking URI (default: the sweep's; {DEFAULT_MLFLOW_URI} with --config)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
-                   help=f"where sweeps keep their state (default {DEFAULT_RESULTS_DIR})")
+                   help=f"where sweeps keep their state, and verifications their runs (default {DEFAULT_RESULTS_DIR})")
+    p.add_argument("--address", help="Ray cluster address (default: the sweep's; else a local Ray instance)")
+    p.add_argument("--concurrency", type=int, default=0, help="seeds at once (default: as many as the cluster holds)")
+    p.add_argument("--gpus-per-trial", type=int,
+                   help=f"GPUs of one run (default: the sweep's; with --config {CLUSTER_GPUS_PER_TRIAL} with "
+                        f"--address, else 0)")
+    p.add_argument("--nproc-per-trial", type=int, help="torchrun processes of one run (default: one per GPU, or 1)")
+    p.add_argument("--cpus-per-trial", type=int, help="CPUs reserved for one run (default: one per process)")
+    p.add_argument("--trainer-cmd", help="run this command instead of the built-in trainer (see `sweep run`)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed run (default 1)")
 
 
-def _run_args(**values) -> argparse.Namespace:
-    """`sweep run`'s arguments with its defaults, so the re-runs go through the same checks."""
-    p = argparse.ArgumentParser()
-    add_run_arguments(p)
-    args = p.parse_args([])
-    for key, value in values.items():
-        if value is not None:
-            setattr(args, key, value)
-    return args
+def _at_least(value: int, flag: str, minimum: int) -> int:
+    if value < minimum:
+        raise InputError(flag, f"must be at least {minimum}, got {value}")
+    return value
 
 
-def source_config(args: argparse.Namespace) -> tuple[str, dict, dict]:
-    """(label, config keys to fix, `sweep run` settings) of what is to be verified."""
-    if bool(args.name) == bool(args.config):
-        raise InputError("verify", "give either a sweep NAME or --config FILE")
+def _unique_name(base: str, results_dir: str) -> str:
+    """`base`, or `base-K`: the verification's own Tune experiment folder in the results dir."""
+    name, k = base, 2
+    while results.exists(results.join(results_dir, name)):
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def best_trial(sweep) -> tuple[int, dict[str, Any]]:
+    """The sweep's best finished trial: its number and its swept values as Optuna holds them (typed)."""
+    from sweep.compare import trial_rows
+    from sweep.study import load_study
+
+    finished = [r for r in trial_rows(sweep) if r.objective is not None and r.status in RESULT_STATES]
+    if not finished:
+        raise InputError(sweep.name, "the sweep has no finished trial to verify yet")
+    number = finished[0].number
+    trials = {t.number: t for t in load_study(sweep.storage, sweep.name).get_trials(deepcopy=False)}
+    if number not in trials:
+        raise InputError(sweep.name, f"trial {number} is in MLflow but not in the Optuna study {sweep.storage}")
+    return number, dict(trials[number].params)
+
+
+def _resources(args, gpus: int, nproc: int | None, cpus: int | None) -> tuple[int, int, int]:
+    gpus = _at_least(gpus, "--gpus-per-trial", 0)
+    nproc = _at_least(args.nproc_per_trial or nproc or gpus or 1, "--nproc-per-trial", 1)
+    cpus = _at_least(args.cpus_per_trial or cpus or nproc, "--cpus-per-trial", 1)
+    if gpus and nproc != gpus:
+        raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU run has one per GPU")
+    return gpus, nproc, cpus
+
+
+def _check_with_trainer(preset: str, config: dict[str, Any], world_size: int, where: str):
+    try:
+        return load_config(preset, overrides=[format_override(k, v) for k, v in config.items()],
+                           world_size=world_size)
+    except ConfigError as e:
+        raise InputError(where, f"the trainer ({preset} preset) rejects it: {e}") from None
+
+
+def _config_file_keys(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError("--config", f"no such file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(str(path), f"not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(str(path), "must be a mapping of trainer config keys")
+    return flatten(data)
+
+
+def build_plan(args: argparse.Namespace) -> VerifyPlan:
+    """Every check of `sweep verify`'s input; nothing is written and nothing runs."""
+    seeds = list(range(_at_least(args.seeds, "--seeds", 2)))
+    _at_least(args.concurrency, "--concurrency", 0)
+    _at_least(args.max_failures, "--max-failures", 0)
+    sets = dict(parse_set(item) for item in args.sets)
+    if SEED_KEY in sets:
+        raise InputError("--set", f"{SEED_KEY} is what verify varies (seeds 0..N-1); it cannot be fixed")
+    results_dir = results.normalize(args.results_dir)
     if args.config:
         path = Path(args.config)
-        if not path.is_file():
-            raise InputError("--config", f"no such file: {path}")
-        from trainer.config import ConfigError, flatten
+        config = {**_config_file_keys(path), **sets}
+        default_gpus = CLUSTER_GPUS_PER_TRIAL if args.address else 0
+        gpus, nproc, cpus = _resources(args, default_gpus if args.gpus_per_trial is None else args.gpus_per_trial,
+                                       None, None)
+        if not args.preset and gpus:
+            raise InputError("--preset", "name the trainer preset of a config file run on GPUs")
+        source, number, where = str(path.resolve()), None, str(path)
+        preset, experiment = args.preset or CPU_PRESET, args.experiment or DEFAULT_EXPERIMENT
+        mlflow_uri = absolute_sqlite(args.mlflow_uri or DEFAULT_MLFLOW_URI)
+        address, trainer_cmd, base = args.address or "", args.trainer_cmd or "", path.stem
+    else:
+        sweep = load_plan(args.results_dir, args.name)
+        space = sweep.space()
+        number, values = best_trial(sweep)
+        config = {**space.fixed, **values, **sets}
+        gpus, nproc, cpus = (_resources(args, sweep.gpus_per_trial, sweep.nproc_per_trial, sweep.cpus_per_trial)
+                             if args.gpus_per_trial is None else _resources(args, args.gpus_per_trial, None, None))
+        source, where = sweep.name, f"trial {number} of sweep {sweep.name}"
+        preset, experiment = args.preset or sweep.preset, args.experiment or sweep.experiment
+        mlflow_uri = absolute_sqlite(args.mlflow_uri) if args.mlflow_uri else sweep.mlflow_uri
+        address = sweep.address if args.address is None else args.address
+        trainer_cmd = sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd
+        base = sweep.name
+    config.pop(SEED_KEY, None)
+    if trainer_cmd:
+        exports = bool(config.get("export.enabled", False))
+    else:
+        exports = bool(_check_with_trainer(preset, config, nproc, where).export.enabled)
+    claim = make_claim(preset, args.target, exports)
+    return VerifyPlan(
+        name=_unique_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
+        config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
+        gpus_per_trial=gpus, nproc_per_trial=nproc, cpus_per_trial=cpus, concurrency=args.concurrency,
+        max_failures=args.max_failures, address=address, trainer_cmd=trainer_cmd, best_trial=number)
 
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError("--config", f"{path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise InputError("--config", f"{path} must be a mapping of config keys")
-        try:
-            fixed = flatten(data)
-        except ConfigError as e:
-            raise InputError("--config", str(e)) from None
-        return path.stem, fixed, {"preset": args.preset, "mlflow_uri": args.mlflow_uri or DEFAULT_MLFLOW_URI,
-                                  "address": args.address, "gpus_per_trial": args.gpus_per_trial}
-    from sweep.compare import trial_rows
 
-    plan = load_plan(args.results_dir, args.name)
-    finished = [r for r in trial_rows(plan) if r.objective is not None and r.status == "ok"]
-    if not finished:
-        raise InputError(args.name, "the sweep has no finished trial to verify")
-    best = finished[0]
-    fixed = {**plan.space().fixed, **best.params}
-    print(f"verifying trial {best.number} of sweep {plan.name}: "
-          + ", ".join(f"{k}={v}" for k, v in best.params.items()))
-    return plan.name, fixed, {"preset": args.preset or plan.preset, "mlflow_uri": plan.mlflow_uri,
-                              "storage": plan.storage, "address": args.address or plan.address or None,
-                              "gpus_per_trial": args.gpus_per_trial if args.gpus_per_trial is not None
-                              else plan.gpus_per_trial, "experiment": plan.experiment}
+def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan) -> list[SeedResult]:
+    """Each seed's final loss and training time as MLflow holds them (the child run of trial i ran seed i)."""
+    runs = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r
+            for r in tracking.child_runs(mlflow_client, experiment_id, parent_run_id)}
+    results = []
+    for seed in plan.seeds:
+        run = runs.get(seed)
+        if run is None:
+            results.append(SeedResult(seed, "", "not run", None, None))
+            continue
+        metrics = run.data.metrics
+        time_ms = metrics.get(TRAIN_TIME_METRIC)
+        results.append(SeedResult(
+            seed, run.info.run_id, run.data.tags.get(tracking.TAG_STATUS, run.info.status.lower()),
+            metrics.get(plan.claim.loss_metric), None if time_ms is None else time_ms / 1000.0))
+    return results
 
 
-def resolve_target(preset: str, target: float | None) -> tuple[float, bool]:
-    """(target, golf rule?) with the defaults of each track."""
-    if target is not None:
-        return target, preset == "golf"
-    if preset == "speedrun":
-        return stats.SPEEDRUN_TARGET, False
-    raise InputError("--target", f"required for the {preset} preset (the val_loss to beat)")
+def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: str) -> str:
+    from sweep.driver import git_sha
+
+    tags = {tracking.TAG_ROLE: ROLE, tracking.TAG_SWEEP: plan.name, TAG_SOURCE: plan.source,
+            tracking.TAG_PRESET: plan.preset, tracking.TAG_GIT_SHA: git_sha(),
+            tracking.TAG_RAY_ADDRESS: plan.address or "local", tracking.TAG_COMMAND: tracking.clip(command),
+            TAG_TARGET: repr(plan.claim.target), TAG_LOSS: plan.claim.loss_metric}
+    if plan.best_trial is not None:
+        tags[TAG_BEST_TRIAL] = str(plan.best_trial)
+    run = mlflow_client.create_run(experiment_id, run_name=plan.name, tags=tags)
+    tracking.log_params(mlflow_client, run.info.run_id, {k: format_value(v) for k, v in plan.config.items()})
+    return run.info.run_id
+
+
+def _run_seeds(plan: VerifyPlan, settings) -> None:
+    import ray
+    from ray import tune
+
+    from sweep.driver import start_ray, trial_trainable, trials_that_fit
+    from sweep.live import LiveView
+    from sweep.trial import TRIAL_NUMBER_KEY
+
+    n = len(plan.seeds)
+    started = start_ray(plan.address)
+    try:
+        concurrency = plan.concurrency or trials_that_fit(n, plan.gpus_per_trial, plan.cpus_per_trial)
+        tuner = tune.Tuner(
+            trial_trainable(settings),
+            # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
+            param_space={TRIAL_NUMBER_KEY: tune.grid_search(plan.seeds),
+                         SEED_KEY: tune.sample_from(lambda spec: spec.config[TRIAL_NUMBER_KEY])},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency),
+            run_config=tune.RunConfig(
+                name=plan.name, storage_path=plan.results_dir, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                callbacks=[LiveView("val_loss", "min", n)]))
+        tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_verify(plan: VerifyPlan, command: str = "") -> int:
+    """Run the seeds, then report; returns the exit code (0 when every seed gave a loss)."""
+    from sweep.driver import quiet_environment
+    from sweep.objective import Objective
+    from sweep.trial import TrialSettings
+
+    quiet_environment()
+    mlflow_client = tracking.client(plan.mlflow_uri)
+    experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
+    parent = _open_parent(plan, mlflow_client, experiment_id, command)
+    print(f"verify {plan.name}: {len(plan.seeds)} seeds of {plan.what} ({plan.preset} preset), "
+          f"{plan.claim.describe()}", flush=True)
+    settings = TrialSettings(
+        sweep=plan.name, preset=plan.preset, objective=Objective("val_loss"), run_root=str(plan.run_root),
+        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent,
+        fixed=dict(plan.config), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
+        trainer_cmd=plan.trainer_cmd)
+    outcome = "FAILED"
+    try:
+        _run_seeds(plan, settings)
+        results = seed_results(mlflow_client, experiment_id, parent, plan)
+        report = markdown(f"Verification of {plan.what}: {len(plan.seeds)} seeds", plan.claim, results)
+        print("\n" + report, flush=True)
+        _log_report(mlflow_client, parent, plan.claim, results, report)
+        complete = all(r.usable for r in results)
+        outcome = "FINISHED" if complete else "FAILED"
+        print(f"MLflow: experiment {plan.experiment!r}, verify run {parent}")
+        print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
+        return 0 if complete else 1
+    finally:
+        mlflow_client.set_terminated(parent, outcome)
+
+
+def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResult], report: str) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    mlflow_client.log_text(run_id, report, MARKDOWN_ARTIFACT)
+    tags = [RunTag(NOTE_TAG, tracking.clip(report))]
+    verdict = judge(claim, results)
+    metrics = {"threshold": claim.threshold, "seeds_with_loss": sum(r.usable for r in results)}
+    if verdict is not None:
+        tags.append(RunTag(TAG_PASSED, str(verdict.passed).lower()))
+        metrics.update(p_value=verdict.p_value, mean_val_loss=verdict.mean, std_val_loss=verdict.std)
+        if verdict.mean_time_s is not None:
+            metrics.update(mean_train_time_s=verdict.mean_time_s, std_train_time_s=verdict.std_time_s)
+    stamp = int(time.time() * 1000)
+    mlflow_client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()], tags=tags)
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.seeds < 2:
-        raise InputError("--seeds", f"a t-test needs at least 2 seeds, got {args.seeds}")
-    label, fixed, settings = source_config(args)
-    fixed.pop(SEED_KEY, None)
-    experiment = settings.pop("experiment", None) or f"{label}-verify"
-    results_dir = str(Path(args.results_dir).resolve())
-    space_dir = Path(results_dir) / "verify-spaces"
-    space_dir.mkdir(parents=True, exist_ok=True)
-    space_file = space_dir / f"{unique_name(f'{label}-verify', results_dir)}.yaml"
-    space_file.write_text(yaml.safe_dump({
-        "name": experiment, "metric": "val_loss", "mode": "min", "preset": settings["preset"] or "speedrun",
-        "params": {SEED_KEY: {"type": "int", "low": 0, "high": 1_000_000}}, "fixed": fixed,
-        "points_to_evaluate": [{SEED_KEY: s} for s in range(args.seeds)]}, sort_keys=False))
-    run_args = _run_args(space=str(space_file), trials=args.seeds, concurrency=args.concurrency,
-                         results_dir=results_dir, **settings)
-    try:
-        plan = build_plan(run_args)
-        target, golf = resolve_target(plan.preset, args.target)
-    except InputError:
-        space_file.unlink()
-        raise
-    plan = dataclasses.replace(plan, name=space_file.stem)
-    from sweep.driver import run_sweep
-
-    rc = run_sweep(plan, command=f"sweep verify {label} --seeds {args.seeds}")
-    plan = load_plan(results_dir, plan.name)
-    client = tracking.client(plan.mlflow_uri)
-    exp = client.get_experiment_by_name(plan.experiment)
-    runs = [r for r in tracking.child_runs(client, exp.experiment_id, plan.parent_run_id)
-            if "final_val_loss" in r.data.metrics]
-    runs.sort(key=lambda r: int(r.data.tags[tracking.TAG_TRIAL_NUMBER]))
-    losses = [r.data.metrics["final_val_loss"] for r in runs]
-    times = [r.data.metrics["final_train_time_ms"] / 1000.0 for r in runs]
-    if len(losses) < 2:
-        print(f"only {len(losses)} re-run(s) finished: no t-test")
-        return rc or 1
-    markdown = (stats.golf_markdown(losses, times, target) if golf else stats.record_markdown(losses, times, target))
-    header = f"## Verification of {label}: {len(losses)} seeds, preset {plan.preset}\n\n"
-    print("\n" + header + markdown)
-    client.log_text(plan.parent_run_id, header + markdown, MARKDOWN_ARTIFACT)
-    client.set_tag(plan.parent_run_id, NOTE_TAG, header + markdown)
-    p = stats.golf_test(losses, target) if golf else stats.speedrun_test(losses, target)
-    client.log_metric(plan.parent_run_id, "p_value", p.p_value)
-    client.log_metric(plan.parent_run_id, "mean_val_loss", p.mean)
-    client.log_metric(plan.parent_run_id, "std_val_loss", p.std)
-    return rc
+    plan = build_plan(args)
+    return run_verify(plan, command=shlex.join(["sweep", *sys.argv[1:]]))

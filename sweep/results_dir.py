@@ -1,0 +1,76 @@
+"""Where a sweep keeps its results (`--results-dir`): a local folder, or a URI such as `s3://bucket/tune`.
+
+Tune's experiment state and the sweep plan go to the results dir, through pyarrow's filesystems as Ray
+Tune's own `storage_path` does, so a cluster keeps them on shared storage that outlives any node. The
+trials' run directories always stay on a disk of the node that runs them: under the results dir when it
+is a local folder, else under the node's temp folder at the same path on every node (their files reach
+MLflow as artifacts).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from sweep.errors import InputError
+
+FLAG = "--results-dir"
+NODE_LOCAL_FOLDER = "gpt-sweep"
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def normalize(location: str) -> str:
+    """A URI as given (without a trailing slash); a local folder as an absolute path."""
+    if is_uri(location):
+        if not location.partition("://")[2].strip("/"):
+            raise InputError(FLAG, f"{location!r} names no bucket or folder")
+        return location.rstrip("/")
+    return str(Path(location).resolve())
+
+
+def join(location: str, *parts: str) -> str:
+    if is_uri(location):
+        return "/".join([location.rstrip("/"), *parts])
+    return str(Path(location, *parts))
+
+
+def local_folder(location: str, name: str) -> Path:
+    """The sweep's folder on this node's disk: trial run directories and other node-local files."""
+    if is_uri(location):
+        return Path(tempfile.gettempdir()) / NODE_LOCAL_FOLDER / name
+    return Path(location) / name
+
+
+def _filesystem(location: str):
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as e:
+        raise InputError(FLAG, f"cannot open {location!r}: {e}") from None
+
+
+def exists(location: str) -> bool:
+    import pyarrow.fs
+
+    fs, path = _filesystem(location)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def read_text(location: str) -> str:
+    fs, path = _filesystem(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def write_text(location: str, text: str) -> None:
+    """Replace the file whole: a reader never sees half of it."""
+    fs, path = _filesystem(location)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    with fs.open_output_stream(path + ".tmp") as stream:
+        stream.write(text.encode())
+    fs.move(path + ".tmp", path)
