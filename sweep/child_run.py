@@ -82,7 +82,7 @@ class ChildRun:
         if error:
             tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(error)))
         self.client.log_batch(self.run_id, tags=tags)
-        tracking.log_artifacts(self.client, self.run_id, run_dir, (*tracking.ARTIFACTS, OUTPUT_LOG))
+        tracking.log_artifacts(self.client, self.run_id, run_dir, (*tracking.ARTIFACTS, *tracking.EXPORT_ARTIFACTS, OUTPUT_LOG))
         self.client.set_terminated(self.run_id, mlflow_status)
 
     def finish(self, status: str, metrics: dict[str, float], run_dir: Path, step: int) -> None:

@@ -38,6 +38,7 @@ FINAL_METRICS = ("final_val_loss", "final_val_bpb", "wallclock_s", "artifact_byt
 OBJECTIVE_METRIC = "objective"           # the value handed to Optuna (penalties included)
 BEST_METRIC = "best_objective"           # on the parent run
 ARTIFACTS = ("train.log", "config.yaml", "events.jsonl")
+EXPORT_ARTIFACTS = ("model.int6.ptz", "model.int8.ptz")  # when the run exported one
 LEADERBOARD_ARTIFACT = "leaderboard.txt"  # on the parent run
 
 MAX_TAG_CHARS = 8000

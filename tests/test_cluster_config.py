@@ -128,7 +128,7 @@ def test_settings_scripts_write_what_the_sweep_reads(raw, tmp_path):
         subprocess.run(["bash", "-c", cmd], env=env, check=True, cwd=tmp_path)
     out = subprocess.run(["bash", "-c", "source ~/gpt-sweep.conf; source ~/gpt-sweep.env; "
                           "echo $GPT_SWEEP_VERSION; echo $GPT_SWEEP_BUCKET; echo $SWEEP_STORAGE; "
-                          "echo $SWEEP_MLFLOW_URI; echo $SWEEP_TUNE_STORAGE; echo $SWEEP_DATA_PATH"],
+                          "echo $SWEEP_MLFLOW_URI; echo $SWEEP_RESULTS_DIR; echo $SWEEP_DATA_PATH"],
                          env=env, check=True, capture_output=True, text=True).stdout.splitlines()
     _, bucket, storage, mlflow_uri, tune, data = out
     assert bucket.startswith("s3://") and " " not in bucket
