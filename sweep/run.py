@@ -91,7 +91,7 @@ def default_storage(mlflow_uri: str) -> str:
     return absolute_sqlite("sqlite:///optuna.db")
 
 
-def _positive(value: int, flag: str, minimum: int = 1) -> int:
+def at_least(value: int, flag: str, minimum: int = 1) -> int:
     if value < minimum:
         raise InputError(flag, f"must be at least {minimum}, got {value}")
     return value
@@ -118,8 +118,9 @@ def _check_local_gpus(gpus: int) -> None:
 
 
 def unique_name(base: str, results_dir: str) -> str:
+    """`base`, or `base-K` when the results dir already holds a sweep (or verification) folder of that name."""
     name, k = base, 2
-    while results.exists(plan_path(results_dir, name)):
+    while results.exists(results.join(results_dir, name)):
         name, k = f"{base}-{k}", k + 1
     return name
 
@@ -141,17 +142,17 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     space = load_space(space_path)
     sets = dict(parse_set(item) for item in args.sets)
     space = space.with_fixed(sets)
-    trials = _positive(args.trials, "--trials")
-    concurrency = _positive(args.concurrency, "--concurrency", minimum=0)
+    trials = at_least(args.trials, "--trials")
+    concurrency = at_least(args.concurrency, "--concurrency", minimum=0)
     gpus = args.gpus_per_trial
     if gpus is None:
         gpus = CLUSTER_GPUS_PER_TRIAL if args.address else 0
-    _positive(gpus, "--gpus-per-trial", minimum=0)
-    nproc = _positive(args.nproc_per_trial or gpus or 1, "--nproc-per-trial")
-    cpus = _positive(args.cpus_per_trial or nproc, "--cpus-per-trial")
+    at_least(gpus, "--gpus-per-trial", minimum=0)
+    nproc = at_least(args.nproc_per_trial or gpus or 1, "--nproc-per-trial")
+    cpus = at_least(args.cpus_per_trial or nproc, "--cpus-per-trial")
     if gpus and nproc != gpus:
         raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU trial runs one per GPU")
-    _positive(args.max_failures, "--max-failures", minimum=0)
+    at_least(args.max_failures, "--max-failures", minimum=0)
     preset = args.preset or (space.preset if gpus else CPU_PRESET)
     if args.trainer_cmd:
         _check_trainer_cmd(args.trainer_cmd)

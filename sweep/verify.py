@@ -30,7 +30,7 @@ from sweep.claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, mar
 from sweep.errors import InputError
 from sweep.overrides import format_override, format_value, parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
-from sweep.run import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, DEFAULT_MLFLOW_URI, absolute_sqlite
+from sweep.run import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, DEFAULT_MLFLOW_URI, absolute_sqlite, at_least, unique_name
 from trainer.config import ConfigError, flatten, load_config
 
 HELP = "re-run the best config of a sweep (or a config file) over several seeds and test it (t-test)"
@@ -106,20 +106,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed run (default 1)")
 
 
-def _at_least(value: int, flag: str, minimum: int) -> int:
-    if value < minimum:
-        raise InputError(flag, f"must be at least {minimum}, got {value}")
-    return value
-
-
-def _unique_name(base: str, results_dir: str) -> str:
-    """`base`, or `base-K`: the verification's own Tune experiment folder in the results dir."""
-    name, k = base, 2
-    while results.exists(results.join(results_dir, name)):
-        name, k = f"{base}-{k}", k + 1
-    return name
-
-
 def best_trial(sweep) -> tuple[int, dict[str, Any]]:
     """The sweep's best finished trial: its number and its swept values as Optuna holds them (typed)."""
     from sweep.compare import trial_rows
@@ -136,9 +122,9 @@ def best_trial(sweep) -> tuple[int, dict[str, Any]]:
 
 
 def _resources(args, gpus: int, nproc: int | None, cpus: int | None) -> tuple[int, int, int]:
-    gpus = _at_least(gpus, "--gpus-per-trial", 0)
-    nproc = _at_least(args.nproc_per_trial or nproc or gpus or 1, "--nproc-per-trial", 1)
-    cpus = _at_least(args.cpus_per_trial or cpus or nproc, "--cpus-per-trial", 1)
+    gpus = at_least(gpus, "--gpus-per-trial", 0)
+    nproc = at_least(args.nproc_per_trial or nproc or gpus or 1, "--nproc-per-trial", 1)
+    cpus = at_least(args.cpus_per_trial or cpus or nproc, "--cpus-per-trial", 1)
     if gpus and nproc != gpus:
         raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU run has one per GPU")
     return gpus, nproc, cpus
@@ -168,9 +154,9 @@ def _config_file_keys(path: Path) -> dict[str, Any]:
 
 def build_plan(args: argparse.Namespace) -> VerifyPlan:
     """Every check of `sweep verify`'s input; nothing is written and nothing runs."""
-    seeds = list(range(_at_least(args.seeds, "--seeds", 2)))
-    _at_least(args.concurrency, "--concurrency", 0)
-    _at_least(args.max_failures, "--max-failures", 0)
+    seeds = list(range(at_least(args.seeds, "--seeds", 2)))
+    at_least(args.concurrency, "--concurrency", 0)
+    at_least(args.max_failures, "--max-failures", 0)
     sets = dict(parse_set(item) for item in args.sets)
     if SEED_KEY in sets:
         raise InputError("--set", f"{SEED_KEY} is what verify varies (seeds 0..N-1); it cannot be fixed")
@@ -207,7 +193,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         exports = bool(_check_with_trainer(preset, config, nproc, where).export.enabled)
     claim = make_claim(preset, args.target, exports)
     return VerifyPlan(
-        name=_unique_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
+        name=unique_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
         config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
         gpus_per_trial=gpus, nproc_per_trial=nproc, cpus_per_trial=cpus, concurrency=args.concurrency,
         max_failures=args.max_failures, address=address, trainer_cmd=trainer_cmd, best_trial=number)
