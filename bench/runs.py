@@ -41,7 +41,8 @@ def machine() -> dict:
     return info
 
 
-def save(name: str, result: dict) -> None:
+def save(name: str, result: dict, echo: bool = True) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    if echo:
+        print(json.dumps(result))
