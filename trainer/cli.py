@@ -4,13 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 
 from trainer import distributed, events
 from trainer.config import ConfigError, load_config, preset_names, to_yaml
-
-EXIT_BAD_INPUT = 2
-EXIT_CRASH = 1
+from trainer.job import EXIT_BAD_INPUT, EXIT_OK, run_job
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,24 +54,7 @@ def _fail(run_dir: str | None, message: str, code: int) -> int:
 
 
 def _train(cfg, run_dir: str) -> int:
-    from trainer.data import DataError
     from trainer.train import Trainer
 
-    d = None
-    log = None
-    try:
-        d = distributed.setup(cfg.device)
-        log = events.RunLog(run_dir, active=d.is_main)
-        Trainer(cfg, d, log).run()
-        # Ranks leave together: gloo may otherwise still be finishing a collective while one exits.
-        distributed.barrier()
-        return 0
-    except (ConfigError, DataError, distributed.DeviceError) as e:
-        message, code = f"{type(e).__name__}: {e}", EXIT_BAD_INPUT
-    except Exception:
-        message, code = traceback.format_exc(), EXIT_CRASH
-    finally:
-        if log is not None:
-            log.close()
-        distributed.teardown()
-    return _fail(run_dir, message, code)
+    code, message = run_job(cfg.device, run_dir, lambda d, log: Trainer(cfg, d, log).run())
+    return code if code == EXIT_OK else _fail(run_dir, message, code)

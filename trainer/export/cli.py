@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import traceback
 from functools import partial
 from pathlib import Path
 
@@ -17,12 +16,9 @@ import torch
 
 from trainer import distributed, events
 from trainer.config import ConfigError, load_config
-from trainer.data import DataError
 from trainer.export.run import evaluate_with, export_and_evaluate
+from trainer.job import EXIT_BAD_INPUT, EXIT_OK, run_job
 from trainer.model import EMBED_WEIGHT
-
-EXIT_BAD_INPUT = 2
-EXIT_CRASH = 1
 
 
 class RunDirError(ValueError):
@@ -88,10 +84,7 @@ def main(argv: list[str]) -> int:
 def _export(cfg, run_dir: Path, state: dict) -> int:
     from trainer.train import Trainer
 
-    log = None
-    try:
-        d = distributed.setup(cfg.device)
-        log = events.RunLog(run_dir, active=d.is_main)
+    def export(d: distributed.Dist, log: events.RunLog) -> None:
         trainer = Trainer(cfg, d, events.RunLog(None, active=False))
         if EMBED_WEIGHT in state:
             trainer.model.untie()
@@ -101,14 +94,8 @@ def _export(cfg, run_dir: Path, state: dict) -> int:
             raise RunDirError(f"{run_dir / events.MODEL_FILE} does not match the model of the config: {e}") from None
         export_and_evaluate(trainer.model, cfg, run_dir, partial(evaluate_with, trainer), log=log,
                             step=last_step(run_dir))
-        return 0
-    except (RunDirError, ConfigError, DataError, distributed.DeviceError) as e:
-        message, code = f"export: {e}", EXIT_BAD_INPUT
-    except Exception:
-        message, code = traceback.format_exc(), EXIT_CRASH
-    finally:
-        if log is not None:
-            log.close()
-        distributed.teardown()
-    events.stderr(message)
+
+    code, message = run_job(cfg.device, run_dir, export, bad_input=(RunDirError,))
+    if code != EXIT_OK:
+        events.stderr(f"export: {message}")
     return code
