@@ -11,6 +11,7 @@ import zlib
 
 import pytest
 import torch
+import yaml
 import zstandard
 from torch import nn
 
@@ -343,6 +344,11 @@ def test_export_command_rejects_bad_input(tmp_path, tiny_run, capsys):
     (tmp_path / "config.yaml").write_text((tiny_run / "config.yaml").read_text())
     assert main([str(tmp_path)]) == 2
     assert "model.pt" in capsys.readouterr().err
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["train"]["save_model"] = False
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main([str(tmp_path)]) == 2
+    assert "train.save_model=false" in capsys.readouterr().err
     assert main([str(tiny_run), "export.scheme=int4"]) == 2
     assert "export.scheme" in capsys.readouterr().err
     events_before = len(run_events(tiny_run, "export"))

@@ -126,9 +126,13 @@ def test_untie_copies_adam_state_then_trains_apart(tmp_path):
 
 def test_untie_frac_zero_unties_before_the_first_step(tmp_path):
     run_dir = tmp_path / "run"
-    out = launch(run_dir, "train.iterations=3", "train.untie_frac=0.0", "train.val_every=0")
+    out = launch(run_dir, "train.iterations=3", "train.untie_frac=0.0", "train.val_every=0",
+                 "train.save_model=false")
     assert out.returncode == 0, out.stderr[-3000:]
     assert only(read_events(run_dir), "untie")["step"] == 0
+    # the run is complete without its weights file when saving is switched off
+    assert only(read_events(run_dir), "final")["status"] == "ok"
+    assert not (run_dir / events.MODEL_FILE).exists()
 
 
 def test_non_finite_loss_is_a_diverged_result_not_a_crash(tmp_path):

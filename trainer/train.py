@@ -273,7 +273,7 @@ class Trainer:
                  "step_avg_ms": train_ms / max(step, 1), "peak_mem_mib": peak_mem_mib(self.dist.device),
                  "status": status}
         log.line(f"peak memory allocated: {final['peak_mem_mib']:.0f} MiB")
-        if self.dist.is_main and log.run_dir is not None:
+        if cfg.train.save_model and self.dist.is_main and log.run_dir is not None:
             torch.save(self.model.state_dict(), log.run_dir / events.MODEL_FILE)
         if cfg.export.enabled and status != "diverged" and log.run_dir is not None:
             # Before `final`, so a reader that stops at `final` has the export too.

@@ -73,8 +73,11 @@ def main(argv: list[str]) -> int:
         if not run_dir.is_dir():
             raise RunDirError(f"{run_dir}: no such run directory")
         config_file = _required(run_dir, events.CONFIG_FILE)
-        state = _load_weights(_required(run_dir, events.MODEL_FILE))
         cfg = load_config(None, config_file, args.overrides, world_size=distributed.world_size_from_env())
+        if not (run_dir / events.MODEL_FILE).is_file() and not cfg.train.save_model:
+            raise RunDirError(f"{run_dir / events.MODEL_FILE}: missing, the run was trained with "
+                              "train.save_model=false; nothing to export")
+        state = _load_weights(_required(run_dir, events.MODEL_FILE))
     except (RunDirError, ConfigError) as e:
         events.stderr(f"export: {e}")
         return EXIT_BAD_INPUT
