@@ -10,6 +10,7 @@ group the same code runs as rank 0 of 1.
 from __future__ import annotations
 
 import math
+from functools import partial
 from collections.abc import Iterable
 from typing import Any
 
@@ -104,14 +105,7 @@ class DistAdam(GradSyncOptimizer):
         shard[:valid] = flat[start : start + valid]
         return shard
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._release_finished_works()
-        rank, world = rank_and_world()
+    def _update_owned(self, rank: int, world: int):
         gathers = []
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
@@ -141,9 +135,11 @@ class DistAdam(GradSyncOptimizer):
 
                 if world > 1:
                     gathered = shard.new_empty(shard.numel() * world)
-                    gathers.append((all_gather_single(gathered, shard, async_op=True), gathered, p))
-        for work, gathered, p in gathers:
-            self._wait(work)
-            p.detach().view(-1).copy_(gathered[: p.numel()])
-        self._drain_pending()
-        return loss
+                    gathers.append((all_gather_single(gathered, shard, async_op=True),
+                                    partial(_copy_prefix, gathered, p)))
+        return gathers
+
+
+def _copy_prefix(gathered: Tensor, p: Tensor) -> None:
+    """The gathered shards hold p's elements first, then the padding of the last shard."""
+    p.detach().view(-1).copy_(gathered[: p.numel()])

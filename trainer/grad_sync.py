@@ -4,7 +4,7 @@ Without an initialised process group the same code runs as rank 0 of 1.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -92,6 +92,24 @@ class GradSyncOptimizer(torch.optim.Optimizer):
     def _launch_reduction(self, p: Tensor) -> tuple[dist.Work | None, Tensor]:
         """Start reducing p.grad; returns the async work (None when nothing to wait for) and the
         tensor that holds the result once it completes."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._release_finished_works()
+        for work, copy_back in self._update_owned(*rank_and_world()):
+            self._wait(work)
+            copy_back()
+        self._drain_pending()
+        return loss
+
+    def _update_owned(self, rank: int, world: int) -> list[tuple[dist.Work | None, Callable[[], None]]]:
+        """Update what this rank owns and launch the all-gathers that share it; returns each launched
+        work with what to copy into the parameters once it completes."""
         raise NotImplementedError
 
     def _reduced_grad(self, p: Tensor) -> Tensor:

@@ -91,14 +91,7 @@ class Muon(GradSyncOptimizer):
             update.addcmul_(p, (update * p > 0).to(p.dtype), value=group["weight_decay"])
         p.add_(update, alpha=-group["lr"])
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._release_finished_works()
-        rank, world = rank_and_world()
+    def _update_owned(self, rank: int, world: int):
         gathers = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
@@ -109,13 +102,7 @@ class Muon(GradSyncOptimizer):
                     self._update(chunk[rank], grads[base + rank], group)
                 if world > 1:
                     gathers.append(self._launch_share(chunk, rank, world))
-        for work, gathered, chunk, width in gathers:
-            self._wait(work)
-            for i, p in enumerate(chunk):
-                if i != rank:
-                    p.view(-1).copy_(gathered[i * width : i * width + p.numel()])
-        self._drain_pending()
-        return loss
+        return gathers
 
     @staticmethod
     def _launch_share(chunk: list[Tensor], rank: int, world: int):
@@ -125,4 +112,10 @@ class Muon(GradSyncOptimizer):
         if rank < len(chunk):
             send[: chunk[rank].numel()] = chunk[rank].view(-1)
         gathered = chunk[0].new_empty(width * world)
-        return all_gather_single(gathered, send, async_op=True), gathered, chunk, width
+
+        def copy_back() -> None:
+            for i, p in enumerate(chunk):
+                if i != rank:
+                    p.view(-1).copy_(gathered[i * width : i * width + p.numel()])
+
+        return all_gather_single(gathered, send, async_op=True), copy_back
