@@ -2,8 +2,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,6 @@ from sweep import import_logs as il
 from sweep.errors import InputError
 
 LOGS = Path(__file__).parent / "data" / "logs"
-REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = ["modded_nanogpt_2024.txt", "modded_nanogpt_2025.txt", "parameter_golf_int8.txt",
             "parameter_golf_int6_sliding.txt", "parameter_golf_2026.txt"]
 
@@ -23,20 +20,6 @@ def store(tmp_path_factory):
     """One sqlite tracking store for the module; each test imports into its own experiment."""
     folder = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-@pytest.fixture(scope="module")
-def trainer_log(tmp_path_factory):
-    """train.log and events.jsonl of a real (very small) run of our trainer."""
-    run_dir = tmp_path_factory.mktemp("run")
-    cmd = [sys.executable, "-m", "trainer", "--preset", "tiny", "--run-dir", str(run_dir),
-           "model.num_layers=1", "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1",
-           "train.batch_tokens=1024", "train.seq_len=64", "train.micro_batches=1", "train.val_tokens=4096",
-           "train.val_batch_tokens=4096", "train.iterations=6", "train.warmdown_iters=2", "train.val_every=3",
-           "train.log_every=2"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run_dir
 
 
 def _runs(client, experiment_id):
@@ -148,12 +131,12 @@ def test_truncated_logs_are_imported_and_marked_incomplete(store):
     assert "roundtrip_val_bpb" not in golf.data.metrics                  # the export summary is cut off
 
 
-def test_our_trainer_log_imports_like_its_events(store, trainer_log):
-    report = il.import_logs([trainer_log / "train.log"], "ours", store)
+def test_our_trainer_log_imports_like_its_events(store, small_trainer_run):
+    report = il.import_logs([small_trainer_run / "train.log"], "ours", store)
     client = MlflowClient(store)
     (imported,) = report.imported
     assert imported.source == "gpt-sweep" and imported.complete
-    events = [json.loads(line) for line in (trainer_log / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (small_trainer_run / "events.jsonl").read_text().splitlines()]
     vals = [e for e in events if e["event"] == "val"]
     final = next(e for e in events if e["event"] == "final")
     history = _history(client, imported.run_id, "val_loss")
