@@ -56,5 +56,10 @@ def _fail(run_dir: str | None, message: str, code: int) -> int:
 def _train(cfg, run_dir: str) -> int:
     from trainer.train import Trainer
 
-    code, message = run_job(cfg.device, run_dir, lambda d, log: Trainer(cfg, d, log).run())
+    def train(d: distributed.Dist, log: events.RunLog) -> Trainer:
+        trainer = Trainer(cfg, d, log)
+        trainer.run()
+        return trainer
+
+    code, message = run_job(cfg.device, run_dir, train)
     return code if code == EXIT_OK else _fail(run_dir, message, code)

@@ -21,16 +21,21 @@ EXIT_CRASH = 1
 BAD_INPUT = (ConfigError, DataError, distributed.DeviceError)
 
 
-def run_job(device: str, run_dir: str | Path, work: Callable[[distributed.Dist, events.RunLog], None],
+def run_job(device: str, run_dir: str | Path, work: Callable[[distributed.Dist, events.RunLog], object],
             bad_input: tuple[type[Exception], ...] = ()) -> tuple[int, str]:
     """Run `work(dist, log)`; return (exit code, message). Errors of the `BAD_INPUT` types and of
     `bad_input` are the caller's input (exit 2, one-line message); anything else is a crash (exit 1,
-    traceback)."""
+    traceback).
+
+    What `work` returns (its trainer, whose optimizers hold their finished collectives) is released only
+    after the process group is torn down: if a gloo thread dropped the last reference to a collective
+    while the interpreter shuts down, freeing it would need the GIL and the process would abort."""
     log = None
+    kept = None
     try:
         d = distributed.setup(device)
         log = events.RunLog(run_dir, active=d.is_main)
-        work(d, log)
+        kept = work(d, log)
         # Ranks leave together: gloo may otherwise still be finishing a collective while one exits.
         distributed.barrier()
         return EXIT_OK, ""
@@ -42,3 +47,4 @@ def run_job(device: str, run_dir: str | Path, work: Callable[[distributed.Dist, 
         if log is not None:
             log.close()
         distributed.teardown()
+        del kept

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
 def _export(cfg, run_dir: Path, state: dict) -> int:
     from trainer.train import Trainer
 
-    def export(d: distributed.Dist, log: events.RunLog) -> None:
+    def export(d: distributed.Dist, log: events.RunLog) -> Trainer:
         trainer = Trainer(cfg, d, events.RunLog(None, active=False))
         if EMBED_WEIGHT in state:
             trainer.model.untie()
@@ -97,6 +97,7 @@ def _export(cfg, run_dir: Path, state: dict) -> int:
             raise RunDirError(f"{run_dir / events.MODEL_FILE} does not match the model of the config: {e}") from None
         export_and_evaluate(trainer.model, cfg, run_dir, partial(evaluate_with, trainer), log=log,
                             step=last_step(run_dir))
+        return trainer
 
     code, message = run_job(cfg.device, run_dir, export, bad_input=(RunDirError,))
     if code != EXIT_OK:
