@@ -17,7 +17,6 @@ from trainer import distributed, events, schedule
 from trainer.config import Config, ConfigError, to_yaml
 from trainer.data.generated import ensure_generated_corpus
 from trainer.data.loader import TrainLoader, load_val_tokens
-from trainer.data.shards import list_shards, read_shard
 from trainer.data.tokenizer import ByteLUTs, bits_per_byte, build_byte_luts, load_tokenizer, target_bytes
 from trainer.dist_adam import DistAdam
 from trainer.export.run import evaluate_with, export_and_evaluate
@@ -55,9 +54,6 @@ def resolve_data(cfg: Config, d: distributed.Dist) -> DataSource:
         tokenizer = Path(cfg.data.tokenizer) if cfg.data.tokenizer else corpus.tokenizer
     if tokenizer is not None and not tokenizer.is_file():
         raise ConfigError("data.tokenizer", f"no such file: {tokenizer}")
-    for split in ("train", "val"):
-        for shard in list_shards(path, split):
-            read_shard(shard)  # header and size checks up front, not halfway through training
     return DataSource(path, tokenizer)
 
 
@@ -81,6 +77,11 @@ class Trainer:
         self.cfg, self.dist, self.log = cfg, d, log
         torch.manual_seed(cfg.seed)
         self.data = resolve_data(cfg, d)
+        # Shard headers and sizes are checked here, before the model is built, not halfway through training.
+        t = cfg.train
+        self.loader = TrainLoader(self.data.path, d.rank, d.world_size, t.batch_tokens, t.seq_len, t.micro_batches)
+        self.val_tokens = load_val_tokens(self.data.path, t.seq_len, t.val_tokens)
+        self._check_token_range()
         self.autocast_dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
         self.model = GPT.from_config(cfg).to(d.device)
         self.model.set_fp8(cfg.fp8.enabled, cfg.fp8.x_s, cfg.fp8.w_s, cfg.fp8.grad_s)
@@ -97,10 +98,6 @@ class Trainer:
         for opt in (self.adam, self.muon):
             for group in opt.param_groups:
                 group["base_lr"] = group["lr"]
-        t = cfg.train
-        self.loader = TrainLoader(self.data.path, d.rank, d.world_size, t.batch_tokens, t.seq_len, t.micro_batches)
-        self.val_tokens = load_val_tokens(self.data.path, t.seq_len, t.val_tokens)
-        self._check_token_range()
         self.luts: ByteLUTs | None = None
         if self.data.tokenizer is not None:
             sp = load_tokenizer(self.data.tokenizer)
