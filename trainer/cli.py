@@ -13,7 +13,8 @@ from trainer.job import EXIT_BAD_INPUT, EXIT_OK, run_job
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainer",
-        description="Train a GPT. Subcommands: `data` (corpus and shards), `export` (int6 artifact of a run).",
+        description="Train a GPT. Subcommands: `data` (corpus and shards), `export` (int6 artifact of a run), "
+                    "`fp8 calibrate` (propose FP8 scales from a probe run).",
         epilog="Extra arguments are config overrides key=value; precedence: preset < --config < overrides.")
     p.add_argument("--preset", choices=preset_names())
     p.add_argument("--config", help="YAML file of config keys")
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "export":
         from trainer.export.cli import main as export_main
         return export_main(argv[1:])
+    if argv and argv[0] == "fp8":
+        from trainer.fp8_calibrate import main as fp8_main
+        return fp8_main(argv[1:])
     args = _parser().parse_args(argv)
     world_size = distributed.world_size_from_env()
     run_dir = args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,8 +1,9 @@
 """Trainer configuration: presets kept as YAML data, a config file, then `key=value` overrides.
 
 `presets/base.yaml` is the schema: every key the trainer knows, with a default whose type is the type
-the key must have. Everything is validated before any work starts; a problem raises `ConfigError`
-naming the key, which the CLI turns into exit code 2.
+the key must have; a `null` default makes an optional number (null or any number). Everything is
+validated before any work starts; a problem raises `ConfigError` naming the key, which the CLI turns
+into exit code 2.
 """
 from __future__ import annotations
 
@@ -72,6 +73,12 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
+    if default is None:
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"expected a number or null, got {value!r}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -112,9 +119,14 @@ def parse_override(item: str) -> tuple[str, str]:
 
 
 def _from_text(key: str, raw: str, default: Any) -> Any:
-    """Read an override's text as the key's type (YAML alone would read `1e30` as a string)."""
+    """Read an override's text as the key's type (YAML alone would read `1e30` as a string); an empty
+    text or `null` leaves an optional number unset."""
     if isinstance(default, str):
         return raw
+    if default is None:
+        if raw.strip().lower() in ("", "null", "none", "~"):
+            return None
+        default = 0.0
     if isinstance(default, bool):
         value = yaml.safe_load(raw) if raw else None
         return _coerce(key, value, default)
@@ -163,6 +175,10 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
                 "train.max_wallclock_seconds", "compile.warmup_steps", "optim.muon_momentum_warmup_steps", "optim.muon_weight_decay",
                 "optim.tied_embed_lr", "optim.embed_lr", "optim.head_lr", "optim.matrix_lr", "optim.scalar_lr"):
         _require(flat[key] >= 0, key, f"must not be negative, got {flat[key]}")
+    for key in ("fp8.x_s_end", "fp8.w_s_end", "fp8.grad_s_end"):
+        _require(flat[key] is None or flat[key] > 0, key, f"must be > 0 (or null for a constant scale), got {flat[key]}")
+    _require(flat["fp8.stats_every"] >= -1, "fp8.stats_every",
+             f"must be -1 (every train.log_every steps), 0 (off) or a number of steps, got {flat['fp8.stats_every']}")
     for key in ("fp8.x_s", "fp8.w_s", "fp8.grad_s", "model.rope_base", "model.logit_softcap",
                 "model.tied_embed_init_std", "optim.eps", "export.max_bytes"):
         _require(flat[key] > 0, key, f"must be > 0, got {flat[key]}")

@@ -81,5 +81,16 @@ def val_line(step: int, total: int, val_loss: float, val_bpb: float | None, trai
             f"step_avg:{step_avg_ms:.2f}ms")
 
 
+def fp8_line(step: int, total: int, scales: tuple[float, float, float], figures: dict[str, dict[str, float]]) -> str:
+    """The `fp8` event as a train.log line: the scales, then per tensor saturated/flushed/amax/p99.9
+    (fractions of the format max for the last two)."""
+    x_s, w_s, grad_s = scales
+    parts = [f"fp8 step:{step}/{total} x_s:{x_s:.6g} w_s:{w_s:.6g} grad_s:{grad_s:.6g}"]
+    for kind, f in figures.items():
+        parts.append(f"{kind}:sat={f['saturated']:.4g},flush={f['flushed']:.4g},amax={f['amax_ratio']:.4g},"
+                     f"p999={f['p999_ratio']:.4g}")
+    return " ".join(parts)
+
+
 def stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

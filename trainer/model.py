@@ -138,9 +138,10 @@ class GPT(nn.Module):
             self.tok_emb.weight.copy_(head)
         return self.tok_emb.weight
 
-    def set_fp8(self, enabled: bool, x_s: float, w_s: float, grad_s: float) -> None:
+    def set_fp8(self, enabled: bool, x_s: float, w_s: float, grad_s: float, loss_tokens: float = 1.0) -> None:
         self.lm_head.fp8 = enabled
         self.lm_head.set_fp8_scales(x_s, w_s, grad_s)
+        self.lm_head.set_loss_tokens(loss_tokens)
 
     def hidden(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         weight = self.lm_head.weight if self.tied else self.tok_emb.weight

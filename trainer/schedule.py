@@ -38,3 +38,14 @@ def estimated_total_steps(step: int, iterations: int, elapsed_ms: float, max_wal
 def untie_due(step: int, untie_frac: float, total_steps: float) -> bool:
     """Untie before training step `step` once that fraction of training is done; 1.0 never unties."""
     return untie_frac < 1.0 and step >= untie_frac * total_steps
+
+
+def progress(step: int, iterations: int, elapsed_ms: float, max_wallclock_ms: float) -> float:
+    """Fraction of training done before step `step`: of the scheduled steps, or of the steps the
+    wallclock cap will allow (the estimate the warmdown and the untie point use)."""
+    return min(step / estimated_total_steps(step, iterations, elapsed_ms, max_wallclock_ms), 1.0)
+
+
+def linear(start: float, end: float | None, frac: float) -> float:
+    """`start` moved linearly toward `end` by `frac` of the way; no end = constant."""
+    return start if end is None else start + (end - start) * frac

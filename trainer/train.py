@@ -1,6 +1,7 @@
 """The training run: data, model, optimizers, schedule, validation and the run directory protocol."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -13,12 +14,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from trainer import distributed, events, schedule
+from trainer import distributed, events, fp8, schedule
 from trainer.config import Config, ConfigError, to_yaml
 from trainer.data.generated import ensure_generated_corpus
 from trainer.data.loader import TrainLoader, load_val_tokens
 from trainer.data.tokenizer import ByteLUTs, bits_per_byte, build_byte_luts, load_tokenizer, target_bytes
 from trainer.dist_adam import DistAdam
+from trainer.fp8_range import RangeStats, event_fields
 from trainer.export.run import evaluate_with, export_and_evaluate
 from trainer.model import GPT, parameter_groups
 from trainer.muon import Muon
@@ -84,7 +86,10 @@ class Trainer:
         self._check_token_range()
         self.autocast_dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
         self.model = GPT.from_config(cfg).to(d.device)
-        self.model.set_fp8(cfg.fp8.enabled, cfg.fp8.x_s, cfg.fp8.w_s, cfg.fp8.grad_s)
+        # The training loss is a mean over each rank's tokens of a step; the head's fp8 gradient scale is
+        # given for the summed loss, as upstream's is (docs/fp8.md).
+        self.model.set_fp8(cfg.fp8.enabled, cfg.fp8.x_s, cfg.fp8.w_s, cfg.fp8.grad_s,
+                           loss_tokens=t.batch_tokens / d.world_size)
         self.forward = self._compiled(self.model) if cfg.compile.enabled else self.model
         groups = parameter_groups(self.model)
         o = cfg.optim
@@ -197,11 +202,25 @@ class Trainer:
         bpb = bits_per_byte(sums[0].item(), sums[2].item()) if self.luts is not None else None
         return ValResult(loss, bpb)
 
+    def fp8_scales(self, frac: float) -> tuple[float, float, float]:
+        """The scales in effect at training progress `frac` (each moves linearly to its end value)."""
+        f = self.cfg.fp8
+        return tuple(schedule.linear(f[k], f[f"{k}_end"], frac) for k in ("x_s", "w_s", "grad_s"))
+
+    def _fp8_measured(self, step: int) -> bool:
+        """Whether training step `step` + 1 has its FP8 casts measured: every fp8.stats_every steps
+        (by default the train.log_every steps) and the first step."""
+        f = self.cfg.fp8
+        every = self.cfg.train.log_every if f.stats_every < 0 else f.stats_every
+        return f.enabled and every > 0 and (step == 0 or (step + 1) % every == 0)
+
     def _agreed(self, values: list[float], op=dist.ReduceOp.MAX) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self.dist.device)
         return distributed.all_reduce_(t, op).tolist()
 
-    def run(self) -> dict:
+    def run(self, on_fp8_range=None) -> dict:
+        """Train, validate and export. `on_fp8_range(step, scales, stats, figures)` is called for each
+        measured step with its `RangeStats` and their figures (the calibration reads their samples)."""
         cfg, t, log = self.cfg, self.cfg.train, self.log
         total = t.iterations
         cap_ms = t.max_wallclock_seconds * 1000.0
@@ -219,7 +238,11 @@ class Trainer:
         t0 = time.perf_counter()
         while True:
             last = step == total or stop_after
+            # One elapsed time per step, agreed by all ranks, for every decision that must be the same on
+            # all of them: the untie step, the LR, the FP8 scales.
             elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
+            if cap_ms > 0:
+                (elapsed,) = self._agreed([elapsed])
             if not last and self.model.tied and schedule.untie_due(
                     step, t.untie_frac, schedule.estimated_total_steps(step, total, elapsed, cap_ms)):
                 self.untie()
@@ -237,13 +260,18 @@ class Trainer:
                 t0 = time.perf_counter()
             if last:
                 break
-            elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
-            if cap_ms > 0:
-                (elapsed,) = self._agreed([elapsed])
             lr_mul = schedule.lr_multiplier(step, total, t.warmdown_iters, elapsed, cap_ms)
             momentum = schedule.muon_momentum(step, cfg.optim.muon_momentum_warmup_start, cfg.optim.muon_momentum,
                                               cfg.optim.muon_momentum_warmup_steps)
-            loss = self.train_step(lr_mul, momentum)
+            scales = self.fp8_scales(schedule.progress(step, total, elapsed, cap_ms))
+            self.model.lm_head.set_fp8_scales(*scales)
+            stats = RangeStats(self.dist.device, seed=step) if self._fp8_measured(step) else None
+            with fp8.observe(stats) if stats is not None else contextlib.nullcontext():
+                loss = self.train_step(lr_mul, momentum)
+            if stats is not None:
+                figures = self._report_fp8(step + 1, total, scales, stats)
+                if on_fp8_range is not None:
+                    on_fp8_range(step + 1, scales, stats, figures)
             step += 1
             logging_step = t.log_every > 0 and (step % t.log_every == 0 or step <= 5)
             if logging_step or step == total:
@@ -277,6 +305,14 @@ class Trainer:
             export_and_evaluate(self.model, cfg, log.run_dir, lambda m: evaluate_with(self, m), log=log, step=step)
         log.event("final", **final)
         return final
+
+    def _report_fp8(self, step: int, total: int, scales: tuple[float, float, float],
+                    stats: RangeStats) -> dict[str, dict[str, float]]:
+        figures = stats.figures()
+        x_s, w_s, grad_s = scales
+        self.log.event("fp8", step=step, x_s=x_s, w_s=w_s, grad_s=grad_s, **event_fields(figures))
+        self.log.line(events.fp8_line(step, total, scales, figures))
+        return figures
 
     def _sync(self) -> None:
         if self.dist.device.type == "cuda":
