@@ -66,9 +66,11 @@ class ChildRun:
         self.batch = tracking.MetricBatch(self.client, self.run_id)
 
     def add_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") in ("train", "val") and isinstance(event.get("step"), int):
-            self.batch.add({k: event.get(k) for k in tracking.STEP_METRICS}, event["step"],
-                           int(float(event.get("time", 0)) * 1000) or None)
+        kind, step = event.get("event"), event.get("step")
+        if not isinstance(step, int) or kind not in ("train", "val", "fp8"):
+            return
+        values = tracking.fp8_metrics(event) if kind == "fp8" else {k: event.get(k) for k in tracking.STEP_METRICS}
+        self.batch.add(values, step, int(float(event.get("time", 0)) * 1000) or None)
 
     def flush(self) -> None:
         self.batch.flush()

@@ -21,6 +21,7 @@ HELP = "rank a sweep's trials, show parameter importance and write comparison pl
 ARTIFACT_DIR = "compare"
 TABLE_FILE = "trials.txt"
 FP8_SCALES = ("fp8.x_s", "fp8.w_s", "fp8.grad_s")
+FP8_RANGE = {"x": "x / x_s (e4m3)", "w": "w / w_s (e4m3)", "g": "g / grad_s (e5m2)"}
 COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s", "gpu_hours")
 
 
@@ -185,12 +186,40 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
         fig.suptitle(f"{plan.name}: objective over pairs of FP8 scales")
         written.append(_save(fig, out / "fp8_scale_contours.png"))
 
+    ranged = [r for r in done if any(f"{tracking.FP8_PREFIX}{k}_flushed" in r.metrics for k in FP8_RANGE)]
+    if ranged and any(k in keys for k in FP8_SCALES):
+        written.append(fp8_range_plot(plan.name, space.metric, ranged, out / "fp8_ranges.png"))
+
     page = out / "compare.html"
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
     page.write_text(f"<html><head><meta charset='utf-8'><title>{plan.name}</title></head><body>"
                     + "".join(parts) + "</body></html>")
     written.append(page)
     return written
+
+
+def fp8_range_plot(name: str, metric: str, rows: list[TrialRow], path: Path) -> Path:
+    """The objective against each cast's flushed and saturated fractions at the trial's last measured
+    step: a region of the scale space is bad because a tensor underflows or clips, and this shows which."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey=True, squeeze=False)
+    for row, (field, what) in enumerate((("flushed", "non-zero values flushed to 0"),
+                                         ("saturated", "values at the format max"))):
+        for col, (kind, label) in enumerate(FP8_RANGE.items()):
+            ax = axes[row][col]
+            key = f"{tracking.FP8_PREFIX}{kind}_{field}"
+            points = [(r.metrics[key], r.objective, r.number) for r in rows if key in r.metrics]
+            for x, y, number in points:
+                ax.scatter(x, y, color="tab:blue", edgecolors="black")
+                ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            # Fractions span decades and are often exactly 0: linear below 1e-6, logarithmic above.
+            ax.set_xscale("symlog", linthresh=1e-6)
+            ax.set_xlim(left=0)
+            ax.set(xlabel=f"{label}: fraction {what}", ylabel=metric if col == 0 else None)
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"{name}: {metric} against the FP8 casts' range use (last measured step; labels: trial numbers)")
+    return _save(fig, path)
 
 
 def _unit(values: list[Any], param) -> list[float]:

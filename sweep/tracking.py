@@ -33,6 +33,7 @@ TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
 TAG_VISIBLE_GPUS = "sweep.cuda_visible_devices"  # the GPU ids Ray gave the trial
 
 STEP_METRICS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
+FP8_PREFIX = "fp8."  # the trainer's `fp8` event fields (scales in effect, range figures) as metrics fp8.<field>
 FINAL_METRICS = ("final_val_loss", "final_val_bpb", "wallclock_s", "artifact_bytes", "roundtrip_val_bpb",
                  "gpu_hours")
 OBJECTIVE_METRIC = "objective"           # the value handed to Optuna (penalties included)
@@ -44,6 +45,11 @@ LEADERBOARD_ARTIFACT = "leaderboard.txt"  # on the parent run
 MAX_TAG_CHARS = 8000
 _BATCH = 1000
 _PARAM_BATCH = 100
+
+
+def fp8_metrics(event: dict[str, Any]) -> dict[str, Any]:
+    """An `fp8` event's numbers under their metric names: fp8.x_s, fp8.g_flushed, ..."""
+    return {FP8_PREFIX + k: v for k, v in event.items() if k not in ("event", "time", "step")}
 
 
 def client(uri: str):

@@ -1,6 +1,7 @@
 """`sweep compare` on a real sweep (local Ray, sqlite MLflow and Optuna stores, the real tiny trainer)."""
 from __future__ import annotations
 
+import json
 import re
 from types import SimpleNamespace
 from pathlib import Path
@@ -61,7 +62,8 @@ def test_compare_table_matches_mlflow_and_writes_plots(finished_sweep, capsys):
     assert objectives == sorted(objectives)           # ranked, best first
     assert "parameter importance: fp8." in printed
 
-    for name in ("loss_curves.png", "parallel_coordinates.png", "fp8_scale_contours.png", "compare.html"):
+    for name in ("loss_curves.png", "parallel_coordinates.png", "fp8_scale_contours.png", "fp8_ranges.png",
+                 "compare.html"):
         path = out / name
         assert path.stat().st_size > 10_000, name
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,7 +72,23 @@ def test_compare_table_matches_mlflow_and_writes_plots(finished_sweep, capsys):
     assert (out / "trials.txt").read_text().strip() in printed
     logged = {Path(a.path).name for a in client.list_artifacts(plan.parent_run_id, "compare")}
     assert logged >= {"trials.txt", "loss_curves.png", "parallel_coordinates.png", "fp8_scale_contours.png",
-                      "compare.html"}
+                      "fp8_ranges.png", "compare.html"}
+
+
+def test_trials_log_the_fp8_range_figures_by_training_step(finished_sweep):
+    plan = load_plan(str(finished_sweep / "runs"), "cmp")
+    client = tracking.client(plan.mlflow_uri)
+    exp = client.get_experiment_by_name(plan.experiment)
+    for run in tracking.child_runs(client, exp.experiment_id, plan.parent_run_id):
+        events = [json.loads(line) for line in
+                  Path(client.download_artifacts(run.info.run_id, "events.jsonl")).read_text().splitlines()]
+        fp8_events = [e for e in events if e["event"] == "fp8"]
+        assert [e["step"] for e in fp8_events] == [1, 2, 3, 4, 5, 6]  # log_every=1: every step
+        for name in ("x_s", "g_flushed", "w_saturated", "x_p999_ratio", "g_amax_ratio"):
+            history = client.get_metric_history(run.info.run_id, f"fp8.{name}")
+            assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
+                [(e["step"], pytest.approx(e[name])) for e in fp8_events], name
+        assert run.data.metrics["fp8.x_s"] == pytest.approx(float(run.data.params["fp8.x_s"]))
 
 
 def test_compare_lists_a_running_trial(finished_sweep, capsys):
