@@ -33,9 +33,19 @@ def first(evs: list[dict], name: str) -> dict:
     return next(e for e in evs if e["event"] == name)
 
 
+def _cpu_model() -> str:
+    # CPU figures differ by model (fp8 kernels most of all), so the model is part of every result.
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor())
+
+
 def machine() -> dict:
-    info = {"host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads()}
+    info = {"host": platform.node(), "cpu": _cpu_model(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["device"] = torch.cuda.get_device_name()
     return info

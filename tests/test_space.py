@@ -48,7 +48,7 @@ def variant(**changes) -> dict:
     return data
 
 
-@pytest.mark.parametrize("name", ["fp8_scales", "warmdown", "untie", "record"])
+@pytest.mark.parametrize("name", ["fp8_scales", "fp8_schedule", "warmdown", "untie", "record"])
 def test_shipped_spaces_pass_every_check_with_their_preset(name):
     space = load_space(SPACES / f"{name}.yaml")
     assert space.name == name
@@ -64,6 +64,18 @@ def test_fp8_space_starts_at_the_pr175_scales_and_runs_on_the_tiny_preset():
     assert first["fp8.w_s"] == pytest.approx(1.5 / 448)
     assert first["fp8.grad_s"] == pytest.approx(0.75 / 448)
     assert all(p.log for p in space.params.values())
+    check_with_trainer(space, "tiny", world_size=1)
+
+
+def test_fp8_schedule_space_starts_with_the_constant_pr175_scales():
+    space = load_space(SPACES / "fp8_schedule.yaml")
+    assert set(space.params) == {"fp8.x_s_end", "fp8.w_s_end", "fp8.grad_s_end"}
+    constant = space.points_to_evaluate[0]
+    for name, value in (("x_s", 100 / 448), ("w_s", 1.5 / 448), ("grad_s", 0.75 / 448)):
+        assert space.fixed[f"fp8.{name}"] == pytest.approx(value)
+        assert constant[f"fp8.{name}_end"] == space.fixed[f"fp8.{name}"]
+        param = space.params[f"fp8.{name}_end"]
+        assert param.log and param.low < value < param.high
     check_with_trainer(space, "tiny", world_size=1)
 
 

@@ -60,6 +60,21 @@ def propose(probe: Probe, p999: dict[str, float]) -> dict[str, float]:
     return {kind: probe.p999(kind) / p999[kind] for kind in KINDS}
 
 
+def run_probe(cfg: Config, run_dir: str | Path) -> tuple[int, str, Probe]:
+    """Train with `cfg` (made by `probe_overrides`), recording every measured step; (exit code, message, probe)."""
+    probe = Probe()
+
+    def calibrate(d: distributed.Dist, log: events.RunLog):
+        from trainer.train import Trainer
+        log.echo = False
+        trainer = Trainer(cfg, d, log)
+        trainer.run(on_fp8_range=probe.record)
+        return trainer
+
+    code, message = run_job(cfg.device, run_dir, calibrate)
+    return code, message, probe
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainer fp8 calibrate",
@@ -175,16 +190,7 @@ def main(argv: list[str]) -> int:
         events.stderr(f"config error: {e}")
         return EXIT_BAD_INPUT
     p999 = {k: getattr(args, f"{k}_p999") for k in KINDS}
-    probe = Probe()
-
-    def calibrate(d: distributed.Dist, log: events.RunLog):
-        from trainer.train import Trainer
-        log.echo = False
-        trainer = Trainer(cfg, d, log)
-        trainer.run(on_fp8_range=probe.record)
-        return trainer
-
-    code, message = run_job(cfg.device, run_dir, calibrate)
+    code, message, probe = run_probe(cfg, run_dir)
     if code != EXIT_OK:
         events.stderr(message)
         return code
