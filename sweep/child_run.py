@@ -40,6 +40,11 @@ class ChildRun:
         self.number = number
         self.run_id: str | None = None
         self.batch: tracking.MetricBatch | None = None
+        self._extra_files: list[tuple[Path, str]] = []
+
+    def also_log(self, path: Path, artifact_dir: str) -> None:
+        """Upload `path` (if it exists by then) under `artifact_dir` when the run closes."""
+        self._extra_files.append((path, artifact_dir))
 
     def recorded_result(self) -> dict[str, Any] | None:
         """The final result of an earlier attempt that finished, if there is one."""
@@ -85,6 +90,9 @@ class ChildRun:
             tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(error)))
         self.client.log_batch(self.run_id, tags=tags)
         tracking.log_artifacts(self.client, self.run_id, run_dir, (*tracking.ARTIFACTS, *tracking.EXPORT_ARTIFACTS, OUTPUT_LOG))
+        for path, artifact_dir in self._extra_files:
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path), artifact_dir)
         self.client.set_terminated(self.run_id, mlflow_status)
 
     def finish(self, status: str, metrics: dict[str, float], run_dir: Path, step: int) -> None:

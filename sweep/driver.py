@@ -21,7 +21,6 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweep import tracking
 from sweep.live import LiveView
-from sweep.overrides import format_value
 from sweep.plan import SweepPlan
 from sweep.process import package_pythonpath
 from sweep.report import best, best_line, leaderboard, result_state, rows_from_results
@@ -133,7 +132,8 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int,
             callbacks=[LiveView(space.metric, space.mode, plan.trials)]))
 
 
-def _reconcile(results, plan: SweepPlan, pruned: set[int], mlflow_client, experiment_id: str) -> None:
+def _reconcile(results, plan: SweepPlan, space: SearchSpace, pruned: set[int], mlflow_client,
+               experiment_id: str) -> None:
     """Make each trial's child run say how the trial ended, also when the trial could not (it was
     stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
     for result in results:
@@ -148,7 +148,7 @@ def _reconcile(results, plan: SweepPlan, pruned: set[int], mlflow_client, experi
                 tracking.PARENT_RUN_TAG: plan.parent_run_id, tracking.TAG_ROLE: "trial",
                 tracking.TAG_TRIAL_NUMBER: str(number), tracking.TAG_SWEEP: plan.name})
             tracking.log_params(mlflow_client, run.info.run_id, {
-                k: format_value(v) for k, v in {**plan.sets, **result.config}.items() if k != TRIAL_NUMBER_KEY})
+                k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items() if k != TRIAL_NUMBER_KEY})
             runs = [run]
         for run in runs:
             tags = [RunTag(tracking.TAG_STATUS, status)]
@@ -178,7 +178,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
         sweep=plan.name, preset=plan.preset, objective=space.objective, run_root=str(plan.run_root.resolve()),
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id,
         parent_run_id=plan.parent_run_id, fixed=dict(space.fixed), nproc=plan.nproc_per_trial,
-        gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer_cmd=plan.trainer_cmd)
+        gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer=space.trainer, seed=plan.seed or 0)
     started = start_ray(plan.address)
     outcome = "FAILED"
     try:
@@ -195,7 +195,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
         results = tuner.fit()
         pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
             deepcopy=False, states=(TrialState.PRUNED,))}
-        _reconcile(results, plan, pruned, mlflow_client, experiment_id)
+        _reconcile(results, plan, space, pruned, mlflow_client, experiment_id)
         rows = rows_from_results(results, list(space.params), pruned)
         finished = results.num_terminated + results.num_errors >= plan.trials
         outcome = "FINISHED" if finished else "KILLED"

@@ -16,13 +16,19 @@ Both upstream projects changed their log shapes over time, so parsing is by line
 Log files may start with the full training script and `nvidia-smi` output; every pattern is anchored at
 the start of a line and needs literal numbers, so the f-strings in that source never match.
 
-`parse_line` classifies one line on its own (for a live process's output); `parse_log` folds a whole file
-into a `ParsedLog`.
+The number a parameter-golf record is scored by (`roundtrip_val_loss` / `roundtrip_val_bpb` here, the
+golf objective of a sweep) is the last `final_*` evaluation that carries `val_bpb`, its `_exact` line
+when it has one; logs with no `final_*` evaluation fall back to the last `quantized` one.
+
+`parse_line` classifies one line; `LogFold` folds classified lines, one at a time, into a `ParsedLog`.
+`parse_log` folds a whole file (for `sweep import-logs`), `LiveLog` the output of a running command (for
+a trial), so both read every shape the same way.
 """
 from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -166,12 +172,13 @@ def _step_event(step: int, total: int, rest: str) -> dict | None:
 
 def _eval_label(head: str) -> tuple[str, bool]:
     """(label, exact) from the words before `val_loss`: `final_int6_sliding_window_exact stride:64` gives
-    ("final_int6_sliding_window", True); `DIAGNOSTIC post_ema` gives ("diagnostic_post_ema", False)."""
+    ("final_int6_sliding_window", True), `final_int8_zlib_roundtrip_exact sliding` gives
+    ("final_int8_zlib_roundtrip_sliding", True); `DIAGNOSTIC post_ema` gives ("diagnostic_post_ema", False)."""
     words = head.split()
-    plain = [w for w in words if ":" not in w and "=" not in w]
-    label = "_".join(plain or words[:1]).lower() or "eval"
-    exact = label.endswith("_exact")
-    return (label[: -len("_exact")] if exact else label), exact
+    plain = [w for w in words if ":" not in w and "=" not in w] or words[:1]
+    exact = any(w.lower().endswith("_exact") for w in plain)
+    label = "_".join(w[: -len("_exact")] if w.lower().endswith("_exact") else w for w in plain).lower()
+    return label or "eval", exact
 
 
 def parse_line(line: str) -> dict[str, Any] | None:
@@ -238,20 +245,24 @@ def _classify(text: str) -> dict[str, Any] | None:
     return None
 
 
-# --- whole log ------------------------------------------------------------------------------------------
+# --- whole log ---------------------------------------------------------------------------------------
 
 _HPARAM_HEADER = re.compile(r"^Hyperparameters:\s*$")
 _HPARAM_LINE = re.compile(r"^\s+([A-Za-z_]\w*):\s*(.*?)\s*$")
+_FALLBACK_SCORES = ("quantized", "diagnostic_quantized")
 
 
-class _Folder:
+class LogFold:
+    """What the lines of one log have said so far; feed it lines in order, then read `parsed()`."""
+
     def __init__(self) -> None:
-        self.reset()
+        self._reset()
         self.hyperparameters: dict[str, str] = {}
         self.ours = False
         self.golf_marks = 0
+        self._in_hparams = False
 
-    def reset(self) -> None:
+    def _reset(self) -> None:
         self.train: list[TrainPoint] = []
         self.val: list[ValPoint] = []
         self.total: int | None = None
@@ -259,16 +270,34 @@ class _Folder:
         self.sizes: list[tuple[str, str | None, int]] = []
         self.evals: dict[str, EvalResult] = {}
         self.exact_labels: set[str] = set()
-        self.roundtrip: EvalResult | None = None
+        self.score: tuple[str, EvalResult] | None = None       # (label, result) of the last final_* line
+        self.fallback_score: EvalResult | None = None
         self.stop: dict | None = None
         self.untie_step: int | None = None
         self.peak: float | None = None
 
-    def point(self, ev: dict) -> None:
+    def feed(self, raw: str) -> dict[str, Any] | None:
+        """Fold one line; returns what `parse_line` makes of it (None also for hyperparameter lines)."""
+        line = _strip_prefix(raw)
+        if self._in_hparams:
+            m = _HPARAM_LINE.match(line)
+            if m:
+                self.hyperparameters[m.group(1)] = m.group(2)
+                return None
+            self._in_hparams = False
+        if _HPARAM_HEADER.match(line):
+            self._in_hparams = True
+            return None
+        ev = _classify(line)
+        if ev is not None:
+            self._fold(ev)
+        return ev
+
+    def _point(self, ev: dict) -> None:
         step = ev["step"]
         if self.last_step is not None and step < self.last_step:
             # A new run started in the same file (a rerun appended to a tee'd log): report the last one.
-            self.reset()
+            self._reset()
         self.last_step = step
         self.total = ev["total_steps"]
         if ev["event"] == "val":
@@ -279,25 +308,30 @@ class _Folder:
             self.train.append(TrainPoint(step, ev["total_steps"], ev["train_loss"], ev["train_time_ms"],
                                          ev["step_avg_ms"]))
 
-    def feed(self, ev: dict) -> None:
+    def _eval(self, ev: dict) -> None:
+        label = ev["label"]
+        if label in self.exact_labels and not ev["exact"]:
+            return  # a 4-decimal line never replaces the full-precision one
+        if ev["exact"]:
+            self.exact_labels.add(label)
+        result = EvalResult(ev["val_loss"], ev["val_bpb"])
+        self.evals[label] = result
+        if label.startswith("final_") and result.val_bpb is not None:
+            self.score = (label, result)
+        elif "roundtrip" in label or label in _FALLBACK_SCORES:
+            self.fallback_score = result
+
+    def _fold(self, ev: dict) -> None:
         kind = ev["event"]
         if kind in ("train", "val"):
-            self.point(ev)
+            self._point(ev)
             return
         if kind in ("size", "eval") or (kind == "stop" and ev["reason"] != "diverged"):
             self.golf_marks += 1  # lines only parameter-golf (and our trainer, told apart by its header) print
         if kind == "size":
             self.sizes.append((ev["kind"], ev["scheme"], ev["bytes"]))
         elif kind == "eval":
-            label = ev["label"]
-            if label in self.exact_labels and not ev["exact"]:
-                return  # a 4-decimal line never replaces the full-precision one
-            if ev["exact"]:
-                self.exact_labels.add(label)
-            result = EvalResult(ev["val_loss"], ev["val_bpb"])
-            self.evals[label] = result
-            if "roundtrip" in label or label in ("quantized", "diagnostic_quantized"):
-                self.roundtrip = result
+            self._eval(ev)
         elif kind == "stop":
             self.stop = ev
         elif kind == "peak_mem":
@@ -312,6 +346,30 @@ class _Folder:
         elif kind == "running":
             self.hyperparameters[f"{ev['name']}_version"] = ev["version"]
 
+    def parsed(self) -> ParsedLog:
+        """The log so far; raises NotATrainingLog if it has no step lines of a known shape."""
+        if not self.train and not self.val:
+            raise NotATrainingLog("no training step lines (step:S/N ... train_loss/val_loss/train_time) found")
+        source = GPT_SWEEP if self.ours else PARAMETER_GOLF if self.golf_marks else MODDED_NANOGPT
+        out = ParsedLog(source=source, train=list(self.train), val=list(self.val), total_steps=self.total,
+                        last_step=self.last_step, evals=dict(self.evals), peak_mem_mib=self.peak,
+                        untie_step=self.untie_step, hyperparameters=dict(self.hyperparameters))
+        out.stopped_early = self.stop is not None and self.stop["reason"] != "diverged"
+        out.diverged = self.stop is not None and self.stop["reason"] == "diverged"
+        out.artifact_bytes, out.code_bytes, out.total_bytes = _sizes(self.sizes)
+        score = self.score[1] if self.score is not None else self.fallback_score
+        if score is not None:
+            out.roundtrip_val_loss, out.roundtrip_val_bpb = score
+        ended, closing = _training_end(self)
+        if closing is not None:
+            out.final_val_loss, out.final_val_bpb = closing.val_loss, closing.val_bpb
+            wall_ms = closing.train_time_ms
+            if wall_ms is None and self.stop is not None:
+                wall_ms = self.stop["train_time_ms"]
+            out.wallclock_s = wall_ms / 1000.0 if wall_ms is not None else None
+        out.complete = ended and _summary_present(source, self)
+        return out
+
 
 def _sizes(sizes: list[tuple[str, str | None, int]]) -> tuple[int | None, int | None, int | None]:
     """(artifact, code, total) bytes. The artifact is the last compressed model (`Serialized model
@@ -325,7 +383,7 @@ def _sizes(sizes: list[tuple[str, str | None, int]]) -> tuple[int | None, int | 
     return sizes[artifact_at][2], (code[-1] if code else None), (totals[-1] if totals else None)
 
 
-def _training_end(fold: _Folder) -> tuple[bool, ValPoint | None]:
+def _training_end(fold: LogFold) -> tuple[bool, ValPoint | None]:
     """(whether training finished, the val point that closed it); a diverged run ends without one."""
     if fold.stop is not None and fold.stop["reason"] == "diverged":
         return True, None
@@ -339,55 +397,72 @@ def _training_end(fold: _Folder) -> tuple[bool, ValPoint | None]:
     return False, None
 
 
-def parse_log(text: str) -> ParsedLog:
-    """Parse a whole training log; raises NotATrainingLog if it has no step lines of a known shape."""
-    fold = _Folder()
-    in_hparams = False
-    for raw in text.splitlines():
-        line = _strip_prefix(raw)
-        if in_hparams:
-            m = _HPARAM_LINE.match(line)
-            if m:
-                fold.hyperparameters[m.group(1)] = m.group(2)
-                continue
-            in_hparams = False
-        if _HPARAM_HEADER.match(line):
-            in_hparams = True
-            continue
-        ev = _classify(line)
-        if ev is not None:
-            fold.feed(ev)
-    if not fold.train and not fold.val:
-        raise NotATrainingLog("no training step lines (step:S/N ... train_loss/val_loss/train_time) found")
-
-    source = GPT_SWEEP if fold.ours else PARAMETER_GOLF if fold.golf_marks else MODDED_NANOGPT
-    out = ParsedLog(source=source, train=fold.train, val=fold.val, total_steps=fold.total,
-                    last_step=fold.last_step, evals=fold.evals, peak_mem_mib=fold.peak, untie_step=fold.untie_step,
-                    hyperparameters=fold.hyperparameters)
-    out.stopped_early = fold.stop is not None and fold.stop["reason"] != "diverged"
-    out.diverged = fold.stop is not None and fold.stop["reason"] == "diverged"
-    out.artifact_bytes, out.code_bytes, out.total_bytes = _sizes(fold.sizes)
-    if fold.roundtrip is not None:
-        out.roundtrip_val_loss, out.roundtrip_val_bpb = fold.roundtrip
-
-    ended, closing = _training_end(fold)
-    if closing is not None:
-        out.final_val_loss, out.final_val_bpb = closing.val_loss, closing.val_bpb
-        wall_ms = closing.train_time_ms
-        if wall_ms is None and fold.stop is not None:
-            wall_ms = fold.stop["train_time_ms"]
-        out.wallclock_s = wall_ms / 1000.0 if wall_ms is not None else None
-    out.complete = ended and _summary_present(source, fold)
-    return out
-
-
-def _summary_present(source: str, fold: _Folder) -> bool:
+def _summary_present(source: str, fold: LogFold) -> bool:
     # What each writer prints after training: modded-nanogpt nothing required (its oldest logs end on the
     # last val line), parameter-golf the export and its round-trip evaluation, our trainer the peak memory
     # line and, when it exported, the round trip too.
     exported = any(kind == "model" and scheme for kind, scheme, _ in fold.sizes)
     if source == PARAMETER_GOLF:
-        return fold.roundtrip is not None or bool(fold.evals)
+        return bool(fold.evals)
     if source == GPT_SWEEP:
-        return fold.peak is not None and (fold.roundtrip is not None or not exported)
+        scored = fold.score is not None or fold.fallback_score is not None
+        return fold.peak is not None and (scored or not exported)
     return True
+
+
+def parse_log(text: str) -> ParsedLog:
+    """Parse a whole training log; raises NotATrainingLog if it has no step lines of a known shape."""
+    fold = LogFold()
+    for raw in text.splitlines():
+        fold.feed(raw)
+    return fold.parsed()
+
+
+# --- a running command's output -------------------------------------------------------------------------
+
+_EXPORT_FIELDS = ("artifact_bytes", "code_bytes", "total_bytes", "roundtrip_val_loss", "roundtrip_val_bpb")
+
+
+def _present(event: dict[str, Any]) -> dict[str, Any]:
+    """The protocol event without the fields its line did not print."""
+    return {k: v for k, v in event.items() if v is not None}
+
+
+class LiveLog:
+    """Protocol events (`train`, `val`, then `export` and `final`) from the lines of a running command, for
+    programs that print reference log lines instead of writing `events.jsonl`.
+
+    `train` and `val` events come as their lines arrive. When the command has exited cleanly, `finish`
+    folds the whole output as `parse_log` would: an `export` event with the artifact sizes and the score
+    (see the module docstring), and the `final` event, which is the last validation, with status
+    `diverged` when its loss is not finite (or the log says so), `wallclock_cap` when training stopped
+    early, else `ok`.
+    """
+
+    def __init__(self) -> None:
+        self.fold = LogFold()
+
+    def feed(self, line: str) -> list[dict[str, Any]]:
+        ev = self.fold.feed(line)
+        if ev is None or ev["event"] not in ("train", "val"):
+            return []
+        return [{**_present(ev), "time": time.time()}]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The `export` and `final` events of a cleanly finished run; none if it printed no validation."""
+        if not self.fold.val:
+            return []
+        log = self.fold.parsed()
+        now = time.time()
+        events = []
+        export = _present({k: getattr(log, k) for k in _EXPORT_FIELDS})
+        if export:
+            events.append({"event": "export", "time": now, **export})
+        last = log.val[-1]
+        status = ("diverged" if log.diverged or not math.isfinite(last.val_loss)
+                  else "wallclock_cap" if log.stopped_early else "ok")
+        final = _present({"step": last.step, "val_loss": last.val_loss, "val_bpb": last.val_bpb,
+                          "train_time_ms": last.train_time_ms, "step_avg_ms": last.step_avg_ms,
+                          "peak_mem_mib": log.peak_mem_mib})
+        events.append({"event": "final", "time": now, **final, "status": status})
+        return events

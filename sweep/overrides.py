@@ -1,8 +1,11 @@
-"""Config values as `key=value` command-line overrides, written so the trainer reads back the same value.
+"""Config values as `key=value` command-line overrides or as environment variables, written so the program
+reads back the same value.
 
 The trainer reads an override's text as the type its schema gives the key: a string as it is, a number
 with int()/float(), a boolean as YAML `true`/`false`. So a float is written in full precision (repr), a
-boolean in lower case, and a string unquoted.
+boolean in lower case, and a string unquoted. A script that reads its hyperparameters from the environment
+parses them with `int(...)`, `float(...)` and `bool(int(...))` (parameter-golf's `train_gpt.py` does), so
+there a boolean is written `1` / `0`.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import yaml
 from sweep.errors import InputError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def format_value(value: Any) -> str:
@@ -29,6 +33,12 @@ def format_value(value: Any) -> str:
     raise ValueError(f"cannot pass a {type(value).__name__} as an override: {value!r}")
 
 
+def format_env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return format_value(value)
+
+
 def format_override(key: str, value: Any) -> str:
     return f"{key}={format_value(value)}"
 
@@ -41,6 +51,13 @@ def format_overrides(fixed: dict[str, Any], values: dict[str, Any]) -> list[str]
 def check_key(key: Any, where: str) -> str:
     if not isinstance(key, str) or not _KEY.match(key):
         raise InputError(where, f"{key!r} is not a dotted config key")
+    return key
+
+
+def check_env_name(key: Any, where: str) -> str:
+    if not isinstance(key, str) or not _ENV_NAME.match(key):
+        raise InputError(where, f"{key!r} is not an environment variable name (capitals, digits and '_', "
+                                f"not starting with a digit)")
     return key
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sweep import results_dir as results
 from sweep.errors import InputError
 from sweep.space import SearchSpace, parse_space
+from sweep.trainer_spec import ARGS
 
 PLAN_FILE = "sweep.json"
 DEFAULT_RESULTS_DIR = "runs"
@@ -39,7 +40,8 @@ class SweepPlan:
     results_dir: str
     cwd: str
     address: str = ""           # "" = a local Ray instance
-    trainer_cmd: str = ""
+    trainer_cmd: str = ""       # "" = the built-in trainer
+    trainer_params: str = ARGS  # how keys reach trainer_cmd: env | args (sweep.trainer_spec)
     seed: int | None = None
     sets: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str = ""
@@ -59,7 +61,8 @@ class SweepPlan:
         return self.sweep_dir / "trials"
 
     def space(self) -> SearchSpace:
-        return parse_space(self.space_text, self.space_file).with_fixed(self.sets)
+        return (parse_space(self.space_text, self.space_file).with_trainer(self.trainer_cmd, self.trainer_params)
+                .with_fixed(self.sets))
 
     def save(self) -> None:
         results.write_text(plan_path(self.results_dir, self.name), json.dumps(asdict(self), indent=2) + "\n")

@@ -2,8 +2,9 @@
 the `tiny` preset on the generated corpus, search_spaces/fp8_scales.yaml, 6 trials, MLflow in
 sqlite:///mlflow.db and Optuna in sqlite:///optuna.db next to it.
 
-Every check (the space file, the flags, the trainer accepting each value the space names) happens before
-anything is written or Ray starts; a problem exits with code 2 and a message naming the file and key.
+Every check (the space file, the flags, the trainer accepting each value the space names, or another
+program's script reading each key an env-mode space sets) happens before anything is written or Ray starts;
+a problem exits with code 2 and a message naming the file and key.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from sweep import results_dir as results
 from sweep.errors import InputError
 from sweep.overrides import parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
-from sweep.space import check_with_trainer, load_space
+from sweep.script_keys import SKIP_FLAG, check_script_keys
+from sweep.space import SearchSpace, check_with_trainer, load_space
 from sweep.study import SAMPLERS, make_sampler, study_exists
+from sweep.trainer_spec import MODES, script_of, split_command
 
 HELP = "run a sweep (no arguments: the embedded CPU default)"
 DEFAULT_SPACE = "fp8_scales"
@@ -58,8 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"storage on a cluster; the trials' run directories stay on their nodes' disks "
                         f"(default {DEFAULT_RESULTS_DIR})")
     p.add_argument("--trainer-cmd", default="",
-                   help="run this command instead of the built-in trainer: it gets key=value overrides as "
-                        "arguments and its run directory in $SWEEP_RUN_DIR")
+                   help="run this command instead of the built-in trainer (default: the space's trainer.command): "
+                        "it gets its run directory in $SWEEP_RUN_DIR and the keys as --trainer-params says")
+    p.add_argument("--trainer-params", choices=MODES,
+                   help="how the command gets the swept and fixed keys: env (environment variables) or args "
+                        "(key=value arguments) (default: the space's trainer.params, else args)")
+    p.add_argument(SKIP_FLAG, dest="check_keys", action="store_false",
+                   help="in env mode, do not check that the command's script reads every key (for scripts "
+                        "that build the names they read at runtime)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="fix a config key for every trial (repeatable)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial (default 1)")
@@ -97,15 +106,22 @@ def at_least(value: int, flag: str, minimum: int = 1) -> int:
     return value
 
 
-def _check_trainer_cmd(cmd: str) -> None:
-    try:
-        argv = shlex.split(cmd)
-    except ValueError as e:
-        raise InputError("--trainer-cmd", f"cannot split {cmd!r}: {e}") from None
-    if not argv:
-        raise InputError("--trainer-cmd", "is empty")
+def _check_trainer_cmd(cmd: str, where: str) -> None:
+    argv = split_command(cmd, where)
     if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
-        raise InputError("--trainer-cmd", f"no such program: {argv[0]}")
+        raise InputError(where, f"no such program: {argv[0]}")
+
+
+def _check_script_reads_keys(space: SearchSpace, sets: dict, where: str) -> None:
+    """Env mode: the command's script must read every swept and fixed key (sweep.script_keys)."""
+    script = script_of(space.trainer.command, os.getcwd(), where)
+    if script is None:
+        print(f"sweep run: note: {where} runs no Python file whose source can be read, so the keys it gets "
+              f"are not checked", file=sys.stderr)
+        return
+    keys = {key: f"{space.source}: params.{key}" for key in space.params}
+    keys.update({key: f"--set {key}" if key in sets else f"{space.source}: fixed.{key}" for key in space.fixed})
+    check_script_keys(keys, script)
 
 
 def _check_local_gpus(gpus: int) -> None:
@@ -139,7 +155,7 @@ def _check_new_name(name: str, results_dir: str, storage: str) -> None:
 def build_plan(args: argparse.Namespace) -> SweepPlan:
     """Every check of `sweep run`'s input; nothing is written."""
     space_path = find_space(args.space)
-    space = load_space(space_path)
+    space = load_space(space_path).with_trainer(args.trainer_cmd or None, args.trainer_params)
     sets = dict(parse_set(item) for item in args.sets)
     space = space.with_fixed(sets)
     trials = at_least(args.trials, "--trials")
@@ -154,8 +170,11 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU trial runs one per GPU")
     at_least(args.max_failures, "--max-failures", minimum=0)
     preset = args.preset or (space.preset if gpus else CPU_PRESET)
-    if args.trainer_cmd:
-        _check_trainer_cmd(args.trainer_cmd)
+    if space.trainer.command:
+        where = "--trainer-cmd" if args.trainer_cmd else f"{space.source}: trainer.command"
+        _check_trainer_cmd(space.trainer.command, where)
+        if space.trainer.env_mode and args.check_keys:
+            _check_script_reads_keys(space, sets, where)
     else:
         check_with_trainer(space, preset, world_size=nproc)
     make_sampler(args.sampler)
@@ -176,7 +195,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         space_text=space.text, preset=preset, trials=trials, concurrency=concurrency, gpus_per_trial=gpus,
         nproc_per_trial=nproc, cpus_per_trial=cpus, scheduler=args.scheduler, sampler=args.sampler,
         max_failures=args.max_failures, mlflow_uri=mlflow_uri, storage=storage, results_dir=results_dir,
-        cwd=os.getcwd(), address=args.address or "", trainer_cmd=args.trainer_cmd, seed=args.seed, sets=sets)
+        cwd=os.getcwd(), address=args.address or "", trainer_cmd=space.trainer.command,
+        trainer_params=space.trainer.params, seed=args.seed, sets=sets)
 
 
 def main(args: argparse.Namespace) -> int:

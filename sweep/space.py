@@ -4,8 +4,12 @@
 name: fp8_scales
 metric: val_loss          # objective.METRICS
 mode: min
-preset: speedrun
-params:                   # config key -> distribution
+preset: speedrun          # optional with a trainer command
+trainer:                  # optional, another program (sweep.trainer_spec)
+  command: torchrun --standalone --nproc_per_node=8 train_gpt.py
+  params: env             # env: keys are environment variables; args (default): key=value arguments
+  env: {DATA_PATH: ./data/datasets/fineweb10B_sp1024/}
+params:                   # config key (env mode: environment variable) -> distribution
   fp8.x_s: {type: float, low: 0.02, high: 2.0, log: true}
   train.warmdown_iters: {type: int, low: 200, high: 1400, step: 50}
   export.embed: {type: categorical, choices: [fp16, int8]}
@@ -16,12 +20,14 @@ target: 3.28              # only for metric time_to_target
 diverged_value: 1.0e6     # optional, see sweep.objective
 ```
 
-Keys are checked against the trainer's schema (`trainer/presets/base.yaml`) and every point the file
-names, plus both ends of every range, is resolved by the trainer's own config loader, so a value the
-trainer would refuse at launch is refused here instead.
+For the built-in trainer, keys are checked against the trainer's schema (`trainer/presets/base.yaml`) and
+every point the file names, plus both ends of every range, is resolved by the trainer's own config loader,
+so a value the trainer would refuse at launch is refused here instead. For another program in env mode,
+keys must be environment variable names, and `sweep.script_keys` checks that its script reads them.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,10 +38,11 @@ import yaml
 
 from sweep.errors import InputError
 from sweep.objective import METRICS, MODES, Objective
-from sweep.overrides import check_key, format_overrides
+from sweep.overrides import check_env_name, check_key, format_overrides
+from sweep.trainer_spec import TrainerSpec, parse_trainer_block
 from trainer.config import ConfigError, flatten, load_config, preset_names
 
-TOP_KEYS = ("name", "metric", "mode", "preset", "params", "fixed", "points_to_evaluate", "target",
+TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "points_to_evaluate", "target",
             "diverged_value")
 PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low", "high", "log", "step"),
               "categorical": ("type", "choices")}
@@ -80,6 +87,7 @@ class SearchSpace:
     params: dict[str, Param]
     fixed: dict[str, Any] = field(default_factory=dict)
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    trainer: TrainerSpec = field(default_factory=TrainerSpec)
     source: str = ""
     text: str = ""
 
@@ -96,7 +104,32 @@ class SearchSpace:
         for key in extra:
             if key in self.params:
                 raise InputError(where, f"{key} is a swept parameter of {self.source} and cannot be fixed")
+        self._check_keys_for_trainer(extra, where)
         return replace(self, fixed={**self.fixed, **extra})
+
+    def with_trainer(self, command: str | None = None, params: str | None = None) -> "SearchSpace":
+        """The same space run by `command` with `params` (None: as the file says), checked for that trainer."""
+        where = f"{self.source}: trainer.params" if params is None else "--trainer-params"
+        trainer = replace(self.trainer, command=self.trainer.command if command is None else command,
+                          params=self.trainer.params if params is None else params)
+        if trainer.env_mode and not trainer.command:
+            raise InputError(where, "env mode passes the keys as environment variables to another program: "
+                                    "name it with trainer.command or --trainer-cmd")
+        if not trainer.command and not self.preset:
+            raise InputError(f"{self.source}: preset", f"the built-in trainer needs a preset "
+                                                       f"(known: {', '.join(preset_names())})")
+        space = replace(self, trainer=trainer)
+        space._check_keys_for_trainer(space.params, f"{self.source}: params")
+        space._check_keys_for_trainer(space.fixed, f"{self.source}: fixed")
+        return space
+
+    def _check_keys_for_trainer(self, keys: dict[str, Any], where: str) -> None:
+        if not self.trainer.env_mode:
+            return
+        for key in keys:
+            check_env_name(key, where)
+            if key in self.trainer.env:
+                raise InputError(where, f"{key} is also set in trainer.env; set it in one place")
 
     def distributions(self) -> dict[str, Any]:
         return {key: p.distribution() for key, p in self.params.items()}
@@ -198,20 +231,22 @@ def parse_space(text: str, source: str) -> SearchSpace:
     diverged = data.get("diverged_value")
     if diverged is not None:
         diverged = _number(diverged, f"{source}: diverged_value")
-    preset = data.get("preset")
-    if preset not in preset_names():
+    preset = data.get("preset") or ""
+    if preset and preset not in preset_names():
         raise InputError(f"{source}: preset", f"unknown preset {preset!r} (known: {', '.join(preset_names())})")
+    trainer = parse_trainer_block(data.get("trainer"), source)
+    check_name = check_env_name if trainer.env_mode else check_key
 
     raw_params = _mapping(data, "params", source)
     if not raw_params:
         raise InputError(f"{source}: params", "a search space needs at least one parameter")
     params = {}
     for key, spec in raw_params.items():
-        check_key(key, f"{source}: params")
+        check_name(key, f"{source}: params")
         params[key] = _param(key, spec, f"{source}: params.{key}")
     fixed = _mapping(data, "fixed", source)
     for key, value in fixed.items():
-        check_key(key, f"{source}: fixed")
+        check_name(key, f"{source}: fixed")
         if key in params:
             raise InputError(f"{source}: fixed.{key}", "is also a swept parameter")
         if isinstance(value, (dict, list)) or value is None:
@@ -226,7 +261,9 @@ def parse_space(text: str, source: str) -> SearchSpace:
             raise InputError(where, "must be a mapping of swept keys to values")
         for key, value in point.items():
             if key not in params:
-                raise InputError(f"{where}.{key}", "is not a swept parameter of this space")
+                close = difflib.get_close_matches(key, list(params), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise InputError(f"{where}.{key}", f"is not a swept parameter of this space{hint}")
             if not params[key].contains(value):
                 raise InputError(f"{where}.{key}", f"{value!r} lies outside the parameter's range or choices")
         missing = [k for k in params if k not in point]
@@ -234,7 +271,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
             raise InputError(where, f"gives no value for {', '.join(missing)}")
     return SearchSpace(name=name, objective=Objective(metric, mode, target, diverged), preset=preset,
                        params=params, fixed=dict(fixed), points_to_evaluate=[dict(p) for p in points],
-                       source=source, text=text)
+                       trainer=trainer, source=source, text=text)
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -1,7 +1,9 @@
 """One trial: launch the trainer on the trial's node, follow its events, report to Tune, record in MLflow.
 
 The trainer is `torchrun --standalone --nproc_per_node=N -m trainer --preset P --run-dir DIR key=value...`
-or, with `--trainer-cmd CMD`, `CMD key=value...` with the run directory in `$SWEEP_RUN_DIR`. Every `val`
+or another program (sweep.trainer_spec) with the run directory in `$SWEEP_RUN_DIR`: `CMD key=value...` in
+args mode, or `CMD` with every key an environment variable in env mode, where the trial also sets `RUN_ID`
+(its name) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
 then retries it per `FailureConfig`). Whatever ends the trial (done, stopped by the scheduler, failed, the
@@ -24,15 +26,18 @@ from ray import tune
 from sweep import tracking
 from sweep.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics
 from sweep.events import EVENTS_FILE, EventTail, LineTail, RunState
-from sweep.linelog import LineLog
+from sweep.logparse import LiveLog
 from sweep.objective import Objective
 from sweep.overrides import format_override, format_overrides, format_value
 from sweep.process import GroupProcess, package_pythonpath
+from sweep.trainer_spec import TrainerSpec
 
 TRIAL_NUMBER_KEY = "trial_number"   # put into each trial's config by the searcher
 FINAL_KEY = "reached_final"         # True only on a result made from the trainer's final event
 OBJECTIVE_KEY = tracking.OBJECTIVE_METRIC
 RUN_DIR_ENV = "SWEEP_RUN_DIR"
+RUN_ID_ENV, SEED_ENV = "RUN_ID", "SEED"   # the trial's identity in env mode
+SCRIPT_LOGS = "logs"                      # where upstream scripts write logs/<RUN_ID>.txt, from their cwd
 COMPILE_CACHE = "gpt-sweep-compile-cache"
 TAIL_LINES = 40
 
@@ -57,15 +62,17 @@ class TrialSettings:
     nproc: int = 1
     gpus: int = 0
     cpus: int = 1
-    trainer_cmd: str = ""
+    trainer: TrainerSpec = field(default_factory=TrainerSpec)
+    seed: int = 0                 # env mode: trial N gets SEED = seed + N
     poll_s: float = 0.2
     flush_s: float = 10.0
 
 
 def build_command(settings: TrialSettings, values: dict[str, Any], run_dir: Path) -> list[str]:
+    if settings.trainer.command:
+        overrides = [] if settings.trainer.env_mode else format_overrides(settings.fixed, values)
+        return [*shlex.split(settings.trainer.command), *overrides]
     overrides = format_overrides(settings.fixed, values)
-    if settings.trainer_cmd:
-        return [*shlex.split(settings.trainer_cmd), *overrides]
     torchrun = Path(sys.executable).with_name("torchrun")
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     if "compile.cache_dir" not in settings.fixed:
@@ -75,14 +82,33 @@ def build_command(settings: TrialSettings, values: dict[str, Any], run_dir: Path
             "--preset", settings.preset, "--run-dir", str(run_dir), *overrides]
 
 
-def trial_env(settings: TrialSettings, run_dir: Path) -> dict[str, str]:
+def trial_variables(settings: TrialSettings, values: dict[str, Any], trial_name: str, number: int) -> dict[str, str]:
+    """The environment variables the sweep sets for the command: `trainer.env`, and in env mode also the
+    trial's identity and every fixed and swept key (the space's own values win over the identity)."""
+    spec = settings.trainer
+    if not spec.env_mode:
+        return dict(spec.env)
+    identity = {RUN_ID_ENV: trial_name, SEED_ENV: str(settings.seed + number)}
+    return {**identity, **spec.env, **{k: spec.text(v) for k, v in {**settings.fixed, **values}.items()}}
+
+
+def trial_env(settings: TrialSettings, run_dir: Path, variables: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    env[RUN_DIR_ENV] = str(run_dir)
     env["PYTHONPATH"] = package_pythonpath()
     # Each rank gets its share of the trial's CPUs; torch would otherwise start one thread per core of
     # the node in every rank of every trial.
     env["OMP_NUM_THREADS"] = str(max(1, settings.cpus // settings.nproc))
+    env.update(variables)
+    env[RUN_DIR_ENV] = str(run_dir)
     return env
+
+
+def trial_params(settings: TrialSettings, values: dict[str, Any], variables: dict[str, str]) -> dict[str, str]:
+    """The child run's params: in env mode every variable the command got, as it got it; otherwise every
+    fixed and swept key, plus `trainer.env`."""
+    if settings.trainer.env_mode:
+        return dict(variables)
+    return {**{k: format_value(v) for k, v in {**settings.fixed, **values}.items()}, **variables}
 
 
 def fresh_run_dir(run_root: str, number: int) -> Path:
@@ -142,7 +168,7 @@ class _Source:
     def __init__(self, run_dir: Path, read_lines: bool):
         self.events = EventTail(run_dir / EVENTS_FILE)
         self.lines = LineTail(run_dir / OUTPUT_LOG) if read_lines else None
-        self.linelog = LineLog()
+        self.linelog = LiveLog()
         self.mode: str | None = None
 
     def read(self) -> list[dict[str, Any]]:
@@ -157,8 +183,7 @@ class _Source:
         return parsed
 
     def finish(self) -> list[dict[str, Any]]:
-        final = self.linelog.finish() if self.mode == "lines" else None
-        return [final] if final else []
+        return self.linelog.finish() if self.mode == "lines" else []
 
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
@@ -172,23 +197,26 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         tune.report({**recorded, FINAL_KEY: True, TRIAL_NUMBER_KEY: number})
         return
     run_dir = fresh_run_dir(settings.run_root, number)
-    params = {k: format_value(v) for k, v in {**settings.fixed, **values}.items()}
-    child.start(ctx.get_trial_name(), params, {
+    variables = trial_variables(settings, values, ctx.get_trial_name(), number)
+    if settings.trainer.env_mode:
+        child.also_log(Path(settings.cwd) / SCRIPT_LOGS / f"{variables[RUN_ID_ENV]}.txt", SCRIPT_LOGS)
+    child.start(ctx.get_trial_name(), trial_params(settings, values, variables), {
         tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_SWEEP: settings.sweep,
         tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
         tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
         tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})
-    _monitor(settings, values, number, run_dir, child)
+    _monitor(settings, values, number, run_dir, child, variables)
 
 
-def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_dir: Path, child: ChildRun) -> None:
+def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_dir: Path, child: ChildRun,
+             variables: dict[str, str]) -> None:
     objective = settings.objective
-    source = _Source(run_dir, read_lines=bool(settings.trainer_cmd))
+    source = _Source(run_dir, read_lines=bool(settings.trainer.command))
     run = RunState()
     closed = False
     started = time.monotonic()
     proc = GroupProcess(build_command(settings, values, run_dir), run_dir / OUTPUT_LOG,
-                        env=trial_env(settings, run_dir), cwd=settings.cwd)
+                        env=trial_env(settings, run_dir, variables), cwd=settings.cwd)
     try:
         last_flush = time.monotonic()
         while True:

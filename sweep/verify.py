@@ -176,6 +176,9 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     else:
         sweep = load_plan(args.results_dir, args.name)
         space = sweep.space()
+        if space.trainer.env_mode:
+            raise InputError(args.name, "verify re-runs seeds through the `seed` key; an env-mode sweep's "
+                                        "script reads SEED instead, which verify does not set yet")
         number, values = best_trial(sweep)
         config = {**space.fixed, **values, **sets}
         gpus, nproc, cpus = (_resources(args, sweep.gpus_per_trial, sweep.nproc_per_trial, sweep.cpus_per_trial)
@@ -264,6 +267,7 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     """Run the seeds, then report; returns the exit code (0 when every seed gave a loss)."""
     from sweep.driver import quiet_environment
     from sweep.objective import Objective
+    from sweep.trainer_spec import TrainerSpec
     from sweep.trial import TrialSettings
 
     quiet_environment()
@@ -276,7 +280,7 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
         sweep=plan.name, preset=plan.preset, objective=Objective("val_loss"), run_root=str(plan.run_root),
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent,
         fixed=dict(plan.config), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
-        trainer_cmd=plan.trainer_cmd)
+        trainer=TrainerSpec(plan.trainer_cmd))
     outcome = "FAILED"
     try:
         _run_seeds(plan, settings)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sweep.events import EventTail, RunState
-from sweep.linelog import LineLog
+from sweep.logparse import LiveLog
 from sweep.objective import DIVERGED_VALUE, Objective
 from sweep.process import GroupProcess, group_alive
 from sweep.report import Row, best, leaderboard
@@ -51,7 +51,7 @@ def test_run_state_keeps_vals_export_final_and_error():
 
 
 def test_modded_nanogpt_lines_become_events():
-    log = LineLog()
+    log = LiveLog()
     lines = [
         "import torch  # the log starts with the source code",
         "step:0/1750 val_loss:10.8258 train_time:0ms step_avg:0.04ms",
@@ -62,12 +62,12 @@ def test_modded_nanogpt_lines_become_events():
     assert [e["event"] for e in events] == ["val", "train", "val"]
     assert events[2]["step"] == 125 and events[2]["val_loss"] == 4.612
     assert events[2]["train_time_ms"] == 17343 and events[2]["step_avg_ms"] == 138.74
-    final = log.finish()
+    (final,) = log.finish()
     assert final["event"] == "final" and final["status"] == "ok" and final["val_loss"] == 4.612
 
 
 def test_parameter_golf_lines_become_events_with_export_and_cap():
-    log = LineLog()
+    log = LiveLog()
     lines = [
         "step:200/20000 train_loss:2.9120 train_time:11000ms step_avg:55.00ms",
         "step:13780/20000 val_loss:2.0606 val_bpb:1.2204 train_time:600038ms step_avg:43.54ms",
@@ -76,19 +76,20 @@ def test_parameter_golf_lines_become_events_with_export_and_cap():
         "final_int8_zlib_roundtrip_exact val_loss:2.07269931 val_bpb:1.22436570",
     ]
     events = [e for line in lines for e in log.feed(line)]
-    assert [e["event"] for e in events] == ["train", "val", "export"]
+    assert [e["event"] for e in events] == ["train", "val"]
     assert events[0]["train_loss"] == 2.912
     assert events[1]["val_bpb"] == 1.2204
-    assert events[2]["artifact_bytes"] == 15815847 and events[2]["roundtrip_val_bpb"] == 1.2243657
-    final = log.finish()
+    export, final = log.finish()
+    assert export["event"] == "export"
+    assert export["artifact_bytes"] == 15815847 and export["roundtrip_val_bpb"] == 1.2243657
     assert final["status"] == "wallclock_cap" and final["step"] == 13780
 
 
 def test_a_nan_last_validation_is_a_divergence_and_no_validation_is_no_final():
-    assert LineLog().finish() is None
-    log = LineLog()
+    assert LiveLog().finish() == []
+    log = LiveLog()
     log.feed("step:50/100 val_loss:nan train_time:10ms step_avg:0.20ms")
-    assert log.finish()["status"] == "diverged"
+    assert log.finish()[-1]["status"] == "diverged"
 
 
 def _run(*events) -> RunState:
