@@ -169,7 +169,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     if gpus and nproc != gpus:
         raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU trial runs one per GPU")
     at_least(args.max_failures, "--max-failures", minimum=0)
-    preset = args.preset or (space.preset if gpus else CPU_PRESET)
+    # Another program is not told a preset; the space's is only recorded.
+    preset = args.preset or (space.preset if gpus or space.trainer.command else CPU_PRESET)
     if space.trainer.command:
         where = "--trainer-cmd" if args.trainer_cmd else f"{space.source}: trainer.command"
         _check_trainer_cmd(space.trainer.command, where)

@@ -7,6 +7,7 @@ from sweep.logparse import (
     GPT_SWEEP,
     MODDED_NANOGPT,
     PARAMETER_GOLF,
+    LiveLog,
     NotATrainingLog,
     TrainPoint,
     ValPoint,
@@ -212,3 +213,50 @@ def test_our_train_log_agrees_with_events_jsonl(small_trainer_run):
     assert log.wallclock_s == pytest.approx(final["train_time_ms"] / 1000, abs=1e-3)
     assert log.peak_mem_mib == pytest.approx(final["peak_mem_mib"], abs=0.5)
     assert log.total_steps == final["step"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, want in EXPECTED.items() if want["complete"]))
+@pytest.mark.parametrize("prefix", ["", "[default0]:", "[rank0]: "])
+def test_a_live_trial_reads_a_log_as_import_logs_does(name, prefix):
+    text = (LOGS / name).read_text()
+    live = LiveLog()
+    events = [e for line in text.splitlines() for e in live.feed(prefix + line)] + live.finish()
+    log = parse_log(text)
+    assert [e["step"] for e in events if e["event"] == "train"] == [p.step for p in log.train]
+    vals = [e for e in events if e["event"] == "val"]
+    assert [(e["step"], e["val_loss"], e.get("val_bpb")) for e in vals] == [(p.step, p.val_loss, p.val_bpb)
+                                                                           for p in log.val]
+    final = events[-1]
+    assert final["event"] == "final" and (final["val_loss"], final.get("val_bpb")) == (log.final_val_loss,
+                                                                                       log.final_val_bpb)
+    assert final["status"] == log.status
+    exports = [e for e in events if e["event"] == "export"]
+    assert [(e.get("artifact_bytes"), e.get("roundtrip_val_bpb")) for e in exports] == (
+        [(log.artifact_bytes, log.roundtrip_val_bpb)] if log.artifact_bytes or log.roundtrip_val_bpb else [])
+
+
+@pytest.mark.parametrize("tail, score", [
+    # The last final_* line with val_bpb scores the record; its _exact line wins over the rounded one.
+    (["final_int6_roundtrip val_loss:2.0 val_bpb:1.2000", "final_int6_roundtrip_exact val_loss:2.0 val_bpb:1.20001234",
+      "final_int6_sliding_window val_loss:1.9 val_bpb:1.1500 stride:64 eval_time:9ms",
+      "final_int6_sliding_window_exact val_loss:1.9 val_bpb:1.15004321"], 1.15004321),
+    (["final_sliding_window_eval_exact stride:64 val_loss:1.9 val_bpb:1.16301431",
+      "final_sliding_window_eval stride:64 val_loss:1.9 val_bpb:1.1630 eval_time:9ms"], 1.16301431),
+    # Later records repeat the score under the baseline's label; a later label without _exact still wins.
+    (["final_int6_sliding_window_exact val_loss:1.9 val_bpb:1.12278022",
+      "final_int8_zlib_roundtrip_exact val_loss:1.9 val_bpb:1.12278022"], 1.12278022),
+    (["final_int8_zlib_roundtrip_exact val_loss:2.07 val_bpb:1.22837129",
+      "final_ttt_lora val_loss:2.0153 val_bpb:1.1935 eval_time:72361ms"], 1.1935),
+    (["final_int8_zlib_roundtrip_exact sliding val_loss:2.02 sliding val_bpb:1.19709881",
+      "final_eval_mode:sliding_window stride:64 batch_seqs:32"], 1.19709881),
+    # Without final_* lines (2026 records): the quantized evaluation.
+    (["diagnostic quantized val_loss:2.84 val_bpb:1.10076066 eval_time:1ms",
+      "quantized_ttt val_loss:2.79 val_bpb:1.08235425 eval_time:1ms"], 1.10076066),
+])
+def test_the_golf_score_is_the_last_final_line_with_val_bpb(tail, score):
+    head = ["step:10/10 val_loss:2.1000 val_bpb:1.3000 train_time:1ms step_avg:0.10ms"]
+    assert parse_log("\n".join(head + tail)).roundtrip_val_bpb == score
+    live = LiveLog()
+    for line in head + tail:
+        live.feed(line)
+    assert live.finish()[0]["roundtrip_val_bpb"] == score
