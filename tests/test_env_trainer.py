@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from sweep.child_run import OUTPUT_LOG
 from sweep.cli import main as sweep_main
 from sweep.logparse import parse_log
 from sweep.plan import load_plan
-from test_sweep import ray_local, run_sweep, stores, study, sweep_runs  # noqa: F401 (fixtures)
+from test_sweep import ray_local, stores, study, sweep_run_in, sweep_runs  # noqa: F401 (fixtures)
 
-ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "golf_standin.py"
+STANDIN = Path(__file__).resolve().parent / "golf_standin.py"
 SWEEP_SEED = 100
 SPACE = {
     "name": "envgolf",
@@ -127,6 +125,13 @@ def test_live_lines_and_import_logs_give_the_same_events(env_sweep, stores):
     assert imported_run.data.tags[tracking.TAG_STATUS] == run.data.tags[tracking.TAG_STATUS] == "ok"
 
 
+def test_verify_refuses_an_env_mode_sweep_instead_of_passing_seed_it_never_reads(env_sweep, capsys):
+    folder, _, _ = env_sweep
+    assert sweep_main(["verify", "envgolf", "--results-dir", str(folder / "runs"), "--target", "1.0"]) == 2
+    assert "env-mode sweep's script reads SEED instead" in capsys.readouterr().err
+    assert not (folder / "runs" / "envgolf-verify").exists()
+
+
 TORCHRUN_STANDIN = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=1 golf_standin.py"
 
 
@@ -137,10 +142,7 @@ def test_a_misspelt_key_exits_2_before_anything_is_written(tmp_path):
               for p in SPACE["points_to_evaluate"]]
     standin_folder(tmp_path, trainer={**SPACE["trainer"], "command": TORCHRUN_STANDIN}, params=params,
                    fixed={"ITERATION": 20}, points_to_evaluate=points)
-    probe = ("import sys; from sweep.cli import main; rc = main(['run', '--space', 'space.yaml']); "
-             "print('ray imported' if 'ray' in sys.modules else 'ray never imported'); sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)
+    done = sweep_run_in(tmp_path, "--space", "space.yaml")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert lines[0] == ("sweep run: error: space.yaml: params.WARMDOWN_ITER: golf_standin.py never reads it; "

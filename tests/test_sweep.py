@@ -101,6 +101,15 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def sweep_run_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """`sweep run ARGS` in a fresh interpreter started in `folder`; its last line of stdout says whether
+    it imported Ray."""
+    probe = (f"import sys; from sweep.cli import main; rc = main(['run', *{list(args)!r}]); "
+             "print('ray imported' if 'ray' in sys.modules else 'ray never imported'); sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", probe], cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+
+
 def printed_best(out: str) -> tuple[int, float]:
     m = re.search(r"^best: trial (\d+) \S+=(\S+) ", out, re.M)
     assert m, out
@@ -288,10 +297,7 @@ def test_bad_space_exits_2_before_ray_starts_and_writes_nothing(tmp_path, change
     space = {"name": "bad", "metric": "val_loss", "mode": "min", "preset": "tiny",
              "params": {"fp8.x_s": {"type": "float", "low": 0.02, "high": 2.0, "log": True}}, **change}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(space))
-    probe = ("import sys; from sweep.cli import main; rc = main(['run', '--space', 'bad.yaml']); "
-             "print('ray imported' if 'ray' in sys.modules else 'ray never imported'); sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)
+    done = sweep_run_in(tmp_path, "--space", "bad.yaml")
     assert done.returncode == 2, done.stderr
     assert "bad.yaml" in done.stderr and named in done.stderr
     assert done.stdout.strip() == "ray never imported"
