@@ -171,8 +171,8 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
     else:
         plan.parent_run_id = open_parent_run(plan, space, mlflow_client, experiment_id, command)
         plan.save()
-    runs = (f"`{plan.trainer_cmd}` with the keys as {'environment variables' if space.trainer.env_mode else 'arguments'}"
-            if plan.trainer_cmd else f"preset {plan.preset}")
+    keys_as = "environment variables" if space.trainer.env_mode else "arguments"
+    runs = f"`{plan.trainer_cmd}` with the keys as {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
     print(f"sweep {plan.name}: {plan.trials} trials of {plan.space_file} ({space.metric}, {space.mode}), "
           f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
 

@@ -168,7 +168,7 @@ class _Source:
     def __init__(self, run_dir: Path, read_lines: bool):
         self.events = EventTail(run_dir / EVENTS_FILE)
         self.lines = LineTail(run_dir / OUTPUT_LOG) if read_lines else None
-        self.linelog = LiveLog()
+        self.live_log = LiveLog()
         self.mode: str | None = None
 
     def read(self) -> list[dict[str, Any]]:
@@ -177,13 +177,13 @@ class _Source:
             self.mode = "events"
         if self.lines is None or self.mode == "events":
             return events
-        parsed = [e for line in self.lines.read() for e in self.linelog.feed(line)]
+        parsed = [e for line in self.lines.read() for e in self.live_log.feed(line)]
         if parsed:
             self.mode = "lines"
         return parsed
 
     def finish(self) -> list[dict[str, Any]]:
-        return self.linelog.finish() if self.mode == "lines" else []
+        return self.live_log.finish() if self.mode == "lines" else []
 
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
