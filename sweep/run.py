@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", choices=SCHEDULERS, default="fifo",
                    help="asha stops trials early on their intermediate val_loss (default fifo)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe, multivariate)")
-    p.add_argument("--seed", type=int, help="seed of the sampler")
+    p.add_argument("--seed", type=int, help="seed of the sampler; in env mode trial N also gets SEED = this + N "
+                                            "(default 0 there)")
     p.add_argument("--name", help="sweep name, also the MLflow experiment (default: <space>-<date>-<time>, "
                                   "in the experiment named after the space)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
@@ -70,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="in env mode, do not check that the command's script reads every key (for scripts "
                         "that build the names they read at runtime)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
-                   help="fix a config key for every trial (repeatable)")
+                   help="fix a config key (env mode: an environment variable) for every trial (repeatable)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial (default 1)")
 
 
