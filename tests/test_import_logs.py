@@ -26,8 +26,9 @@ def _runs(client, experiment_id):
     return client.search_runs([experiment_id], max_results=1000)
 
 
-def _history(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+def _history(client, run_id, key) -> dict[int, float]:
+    """step -> value: a flat mapping, which pytest.approx compares in every pytest version."""
+    return {m.step: m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)}
 
 
 def test_upstream_logs_are_imported_with_the_trial_metric_names(store, tmp_path):
@@ -63,23 +64,20 @@ def test_upstream_logs_are_imported_with_the_trial_metric_names(store, tmp_path)
     assert m["roundtrip_val_bpb"] == pytest.approx(1.22436570)
     assert m["roundtrip_val_loss"] == pytest.approx(2.07269931)
     gid = golf.info.run_id
-    assert _history(client, gid, "val_loss") == pytest.approx(
-        [(0, 6.9370), (200, 2.8397), (400, 2.5687), (13780, 2.0606)])
-    assert _history(client, gid, "val_bpb") == pytest.approx(
-        [(0, 4.0978), (200, 1.6774), (400, 1.5174), (13780, 1.2172)])
+    assert _history(client, gid, "val_loss") == pytest.approx({0: 6.9370, 200: 2.8397, 400: 2.5687, 13780: 2.0606})
+    assert _history(client, gid, "val_bpb") == pytest.approx({0: 4.0978, 200: 1.6774, 400: 1.5174, 13780: 1.2172})
     assert _history(client, gid, "train_loss") == pytest.approx(
-        [(1, 6.9408), (2, 16.8763), (200, 2.8041), (400, 2.7684), (13750, 1.9910)])
-    assert dict(_history(client, gid, "step_avg_ms"))[13780] == pytest.approx(43.54)
+        {1: 6.9408, 2: 16.8763, 200: 2.8041, 400: 2.7684, 13750: 1.9910})
+    assert _history(client, gid, "step_avg_ms")[13780] == pytest.approx(43.54)
     assert golf.data.params["seed"] == "1337"
 
     modded = by_file["modded_nanogpt_2024.txt"]
     assert modded.data.tags[il.TAG_SOURCE] == "modded-nanogpt"
     assert modded.data.metrics["final_val_loss"] == pytest.approx(6.3829)
     assert "final_val_bpb" not in modded.data.metrics and "artifact_bytes" not in modded.data.metrics
-    assert _history(client, modded.info.run_id, "val_loss") == pytest.approx(
-        [(0, 16.0098), (10, 7.1021), (20, 6.3829)])
+    assert _history(client, modded.info.run_id, "val_loss") == pytest.approx({0: 16.0098, 10: 7.1021, 20: 6.3829})
     # step_avg:nanms before timing starts is no value, not a NaN point.
-    assert [s for s, _ in _history(client, modded.info.run_id, "step_avg_ms")][0] == 13
+    assert list(_history(client, modded.info.run_id, "step_avg_ms"))[0] == 13
 
     newest = by_file["parameter_golf_2026.txt"]
     assert newest.data.metrics["roundtrip_val_bpb"] == pytest.approx(1.10076066)
@@ -124,7 +122,7 @@ def test_truncated_logs_are_imported_and_marked_incomplete(store):
         assert run.data.tags["sweep.status"] == "incomplete"
         assert run.info.status == "KILLED"
     modded = client.get_run(report.imported[0].run_id)
-    assert _history(client, modded.info.run_id, "val_loss") == pytest.approx([(0, 10.8258), (6, 4.0956)])
+    assert _history(client, modded.info.run_id, "val_loss") == pytest.approx({0: 10.8258, 6: 4.0956})
     assert "final_val_loss" not in modded.data.metrics
     golf = client.get_run(report.imported[1].run_id)
     assert golf.data.metrics["final_val_loss"] == pytest.approx(2.0606)   # training finished,
@@ -140,8 +138,8 @@ def test_our_trainer_log_imports_like_its_events(store, small_trainer_run):
     vals = [e for e in events if e["event"] == "val"]
     final = next(e for e in events if e["event"] == "final")
     history = _history(client, imported.run_id, "val_loss")
-    assert [s for s, _ in history] == [e["step"] for e in vals]
-    assert [v for _, v in history] == pytest.approx([e["val_loss"] for e in vals], abs=5e-5)
+    assert list(history) == [e["step"] for e in vals]
+    assert list(history.values()) == pytest.approx([e["val_loss"] for e in vals], abs=5e-5)
     metrics = client.get_run(imported.run_id).data.metrics
     assert metrics["final_val_loss"] == pytest.approx(final["val_loss"], abs=5e-5)
     assert metrics["final_val_bpb"] == pytest.approx(final["val_bpb"], abs=5e-5)
