@@ -7,7 +7,6 @@ import math
 import os
 import resource
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from trainer.data.generated import ensure_generated_corpus
 from trainer.data.loader import TrainLoader, load_val_tokens
 from trainer.data.tokenizer import ByteLUTs, bits_per_byte, build_byte_luts, load_tokenizer, target_bytes
 from trainer.dist_adam import DistAdam
+from trainer.clock import TrainingClock
 from trainer.fp8_range import RangeStats, event_fields
 from trainer.export.run import evaluate_with, export_and_evaluate
 from trainer.model import GPT, parameter_groups
@@ -231,33 +231,33 @@ class Trainer:
         log.line(f"world_size:{self.dist.world_size} device:{self.dist.device} torch:{torch.__version__} "
                  f"params:{sum(p.numel() for p in self.model.parameters())}")
         self.warmup(cfg.compile.warmup_steps)
-        train_ms, step, status = 0.0, 0, "ok"
+        step, status = 0, "ok"
         stop_after = False
         val = ValResult(float("nan"), None)
-        self._sync()
-        t0 = time.perf_counter()
+        clock = TrainingClock(self.dist.device, self._sync)
+        clock.start()
         while True:
-            last = step == total or stop_after
             # One elapsed time per step, agreed by all ranks, for every decision that must be the same on
-            # all of them: the untie step, the LR, the FP8 scales.
-            elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
-            if cap_ms > 0:
-                (elapsed,) = self._agreed([elapsed])
+            # all of them: the wallclock stop, the untie step, the LR, the FP8 scales.
+            elapsed = clock.agreed_ms() if cap_ms > 0 else clock.elapsed_ms()
+            if cap_ms > 0 and step > 0 and not stop_after and elapsed >= cap_ms:
+                stop_after, status = True, "wallclock_cap"
+                log.line(f"stopping_early: wallclock_cap train_time:{elapsed:.0f}ms step:{step}/{total}")
+            last = step == total or stop_after
             if not last and self.model.tied and schedule.untie_due(
                     step, t.untie_frac, schedule.estimated_total_steps(step, total, elapsed, cap_ms)):
                 self.untie()
                 log.event("untie", step=step)
                 log.line(f"untie step:{step}/{total}")
             if last or (t.val_every > 0 and step > 0 and step % t.val_every == 0):
-                self._sync()
-                train_ms += 1000.0 * (time.perf_counter() - t0)
+                clock.pause()
                 val = self.evaluate()
+                train_ms = clock.elapsed_ms()
                 avg = train_ms / max(step, 1)
                 log.event("val", step=step, val_loss=val.loss, val_bpb=val.bpb, train_time_ms=train_ms,
                           step_avg_ms=avg)
                 log.line(events.val_line(step, total, val.loss, val.bpb, train_ms, avg))
-                self._sync()
-                t0 = time.perf_counter()
+                clock.start()
             if last:
                 break
             lr_mul = schedule.lr_multiplier(step, total, t.warmdown_iters, elapsed, cap_ms)
@@ -277,7 +277,7 @@ class Trainer:
             if logging_step or step == total:
                 (train_loss,) = self._agreed([loss.item()], dist.ReduceOp.SUM)
                 train_loss /= self.dist.world_size
-                now = train_ms + 1000.0 * (time.perf_counter() - t0)
+                now = clock.elapsed_ms()
                 log.event("train", step=step, total_steps=total, train_loss=train_loss, train_time_ms=now,
                           step_avg_ms=now / step, tokens=step * tokens_per_step)
                 log.line(events.train_line(step, total, train_loss, now, now / step))
@@ -285,14 +285,9 @@ class Trainer:
                     status = "diverged"
                     log.line(f"diverged: non-finite train_loss at step:{step}/{total}")
                     break
-            if cap_ms > 0 and not stop_after:
-                (elapsed,) = self._agreed([train_ms + 1000.0 * (time.perf_counter() - t0)])
-                if elapsed >= cap_ms:
-                    stop_after, status = True, "wallclock_cap"
-                    log.line(f"stopping_early: wallclock_cap train_time:{elapsed:.0f}ms step:{step}/{total}")
-        self._sync()
+        clock.pause()
+        train_ms = clock.elapsed_ms()
         if status == "diverged":
-            train_ms += 1000.0 * (time.perf_counter() - t0)
             val = ValResult(float("nan"), None)
         final = {"step": step, "val_loss": val.loss, "val_bpb": val.bpb, "train_time_ms": train_ms,
                  "step_avg_ms": train_ms / max(step, 1), "peak_mem_mib": peak_mem_mib(self.dist.device),
