@@ -24,9 +24,9 @@ from sweep.live import LiveView
 from sweep.plan import SweepPlan
 from sweep.process import package_pythonpath
 from sweep.report import best, best_line, leaderboard, result_state, rows_from_results
-from sweep.search import SweepSearch
+from sweep.search import StudySearcher
 from sweep.space import SearchSpace
-from sweep.study import load_study, study_exists
+from sweep.study import load_study
 from sweep.trial import TRIAL_NUMBER_KEY, TrialSettings, run_trial
 from trainer.config import load_config
 
@@ -115,9 +115,9 @@ def trial_trainable(settings: TrialSettings):
                                tune.PlacementGroupFactory([bundle]))
 
 
-def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int, enqueue_points: bool):
-    searcher = SweepSearch(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
-                           seed=plan.seed, enqueue_points=enqueue_points)
+def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int):
+    searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
+                             seed=plan.seed)
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
                                max_t=asha_max_t(plan, space), grace_period=1, reduction_factor=ASHA_REDUCTION)
                  if plan.scheduler == "asha" else FIFOScheduler())
@@ -190,10 +190,9 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         else:
-            # Also a resume whose driver died before Tune saved anything: the study may already hold the
-            # space's first points, which must not be queued twice.
-            tuner = _new_tuner(plan, space, trainable, resolve_concurrency(plan),
-                               enqueue_points=not (resume and study_exists(plan.storage, plan.name)))
+            # Also a resume whose driver died before Tune saved anything: the searcher then adopts the
+            # study's trials, and enqueues only the points the study has not taken yet.
+            tuner = _new_tuner(plan, space, trainable, resolve_concurrency(plan))
         results = tuner.fit()
         pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
             deepcopy=False, states=(TrialState.PRUNED,))}
