@@ -204,11 +204,11 @@ def fp8_range_plot(name: str, metric: str, rows: list[TrialRow], path: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey=True, squeeze=False)
-    for row, (field, what) in enumerate((("flushed", "non-zero values flushed to 0"),
-                                         ("saturated", "values at the format max"))):
+    for row, (figure, what) in enumerate((("flushed", "non-zero values flushed to 0"),
+                                          ("saturated", "values at the format max"))):
         for col, (kind, label) in enumerate(FP8_RANGE.items()):
             ax = axes[row][col]
-            key = f"{tracking.FP8_PREFIX}{kind}_{field}"
+            key = f"{tracking.FP8_PREFIX}{kind}_{figure}"
             points = [(r.metrics[key], r.objective, r.number) for r in rows if key in r.metrics]
             for x, y, number in points:
                 ax.scatter(x, y, color="tab:blue", edgecolors="black")

@@ -145,7 +145,7 @@ def space_text(preset: str, fixed: dict, proposal: dict[str, float], p999: dict[
     to hold PR #175's value; first points the proposal, then PR #175."""
     lines = [f"# Proposed on {time.strftime('%Y-%m-%d')} by",
              f"#   {command}",
-             f"# Each scale puts the 99.9th percentile of |tensor / scale| (the largest over the probe's steps",
+             "# Each scale puts the 99.9th percentile of |tensor / scale| (the largest over the probe's steps",
              f"# {', '.join(map(str, steps))}) at x {p999['x']:g}, w {p999['w']:g} (e4m3 units, max 448) and g {p999['g']:g}",
              "# (e5m2 units, max 57344). Ranges: one decade each way of the proposal, widened to hold PR #175's",
              "# values. First points: the proposal, then PR #175.",

@@ -7,56 +7,22 @@ import math
 import os
 import resource
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from trainer import distributed, events, fp8, schedule
-from trainer.config import Config, ConfigError, to_yaml
-from trainer.data.generated import ensure_generated_corpus
-from trainer.data.loader import TrainLoader, load_val_tokens
-from trainer.data.tokenizer import ByteLUTs, bits_per_byte, build_byte_luts, load_tokenizer, target_bytes
-from trainer.dist_adam import DistAdam
 from trainer.clock import TrainingClock
+from trainer.config import Config, to_yaml
+from trainer.data.loader import TrainLoader
+from trainer.data.source import resolve_data
+from trainer.dist_adam import DistAdam
+from trainer.evaluation import Evaluator, ValResult, compute_dtype
+from trainer.export.run import export_and_evaluate
 from trainer.fp8_range import RangeStats, event_fields
-from trainer.export.run import evaluate_with, export_and_evaluate
 from trainer.model import GPT, parameter_groups
 from trainer.muon import Muon
-
-
-@dataclass
-class DataSource:
-    path: Path
-    tokenizer: Path | None
-
-
-@dataclass
-class ValResult:
-    loss: float
-    bpb: float | None
-
-
-def resolve_data(cfg: Config, d: distributed.Dist) -> DataSource:
-    if cfg.data.path:
-        path = Path(cfg.data.path)
-        if not path.is_dir():
-            raise ConfigError("data.path", f"no such folder: {path}")
-        tokenizer = Path(cfg.data.tokenizer) if cfg.data.tokenizer else None
-    else:
-        # Rank 0 builds the cache entry first so the other ranks find it instead of building it too.
-        if not d.is_main:
-            distributed.barrier()
-        # The generated text supports up to 1024 pieces; a larger model vocabulary is padding.
-        corpus = ensure_generated_corpus(cfg.data.cache_dir or None, min(cfg.model.vocab_size, 1024))
-        if d.is_main:
-            distributed.barrier()
-        path = corpus.path
-        tokenizer = Path(cfg.data.tokenizer) if cfg.data.tokenizer else corpus.tokenizer
-    if tokenizer is not None and not tokenizer.is_file():
-        raise ConfigError("data.tokenizer", f"no such file: {tokenizer}")
-    return DataSource(path, tokenizer)
 
 
 def git_sha() -> str | None:
@@ -82,9 +48,8 @@ class Trainer:
         # Shard headers and sizes are checked here, before the model is built, not halfway through training.
         t = cfg.train
         self.loader = TrainLoader(self.data.path, d.rank, d.world_size, t.batch_tokens, t.seq_len, t.micro_batches)
-        self.val_tokens = load_val_tokens(self.data.path, t.seq_len, t.val_tokens)
-        self._check_token_range()
-        self.autocast_dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
+        self.evaluator = Evaluator(cfg, d, self.data)
+        self.autocast_dtype = compute_dtype(d.device)
         self.model = GPT.from_config(cfg).to(d.device)
         # The training loss is a mean over each rank's tokens of a step; the head's fp8 gradient scale is
         # given for the summed loss, as upstream's is (docs/fp8.md).
@@ -103,13 +68,6 @@ class Trainer:
         for opt in (self.adam, self.muon):
             for group in opt.param_groups:
                 group["base_lr"] = group["lr"]
-        self.luts: ByteLUTs | None = None
-        if self.data.tokenizer is not None:
-            sp = load_tokenizer(self.data.tokenizer)
-            if sp.vocab_size() > cfg.model.vocab_size:
-                raise ConfigError("model.vocab_size", f"{cfg.model.vocab_size} is smaller than the tokenizer's "
-                                  f"{sp.vocab_size()} pieces ({self.data.tokenizer})")
-            self.luts = build_byte_luts(sp, cfg.model.vocab_size, d.device)
 
     def _compiled(self, model: GPT):
         if self.cfg.compile.cache_dir:
@@ -133,12 +91,6 @@ class Trainer:
         for opt, state in zip((self.adam, self.muon), opt_states):
             opt.load_state_dict(state)
         self.loader.step = 0
-
-    def _check_token_range(self) -> None:
-        top = int(self.val_tokens.max())
-        if top >= self.cfg.model.vocab_size:
-            raise ConfigError("model.vocab_size", f"the validation shards in {self.data.path} hold token id {top}, "
-                              f"outside a vocabulary of {self.cfg.model.vocab_size}")
 
     def untie(self) -> None:
         """Give the input embedding its own weight and the LM head's Adam state, then train them apart."""
@@ -174,33 +126,8 @@ class Trainer:
         self.muon.step()
         return total / len(micro)
 
-    @torch.no_grad()
     def evaluate(self) -> ValResult:
-        """Loss and bits per byte over the whole validation slice, summed in float64 across ranks."""
-        seq_len = self.cfg.train.seq_len
-        tokens = self.val_tokens
-        num_seqs = (tokens.numel() - 1) // seq_len
-        lo = num_seqs * self.dist.rank // self.dist.world_size
-        hi = num_seqs * (self.dist.rank + 1) // self.dist.world_size
-        per_batch = max(1, self.cfg.train.val_batch_tokens // seq_len // self.dist.world_size)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.dist.device)  # nats, tokens, bytes
-        self.model.eval()
-        for start in range(lo, hi, per_batch):
-            end = min(start + per_batch, hi)
-            chunk = tokens[start * seq_len:end * seq_len + 1].to(self.dist.device, dtype=torch.int64)
-            x, y = chunk[:-1].view(-1, seq_len), chunk[1:].view(-1, seq_len)
-            with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype,
-                                enabled=self.autocast_dtype != torch.float32):
-                nats = self.forward(x, y, self.autocast_dtype, reduction="none")
-            sums[0] += nats.double().sum()
-            sums[1] += y.numel()
-            if self.luts is not None:
-                sums[2] += target_bytes(x, y, self.luts).double().sum()
-        self.model.train()
-        distributed.all_reduce_(sums)
-        loss = (sums[0] / sums[1]).item()
-        bpb = bits_per_byte(sums[0].item(), sums[2].item()) if self.luts is not None else None
-        return ValResult(loss, bpb)
+        return self.evaluator.evaluate(self.model, self.forward)
 
     def fp8_scales(self, frac: float) -> tuple[float, float, float]:
         """The scales in effect at training progress `frac` (each moves linearly to its end value)."""
@@ -297,7 +224,7 @@ class Trainer:
             torch.save(self.model.state_dict(), log.run_dir / events.MODEL_FILE)
         if cfg.export.enabled and status != "diverged" and log.run_dir is not None:
             # Before `final`, so a reader that stops at `final` has the export too.
-            export_and_evaluate(self.model, cfg, log.run_dir, lambda m: evaluate_with(self, m), log=log, step=step)
+            export_and_evaluate(self.model, cfg, log.run_dir, self.evaluator.evaluate, log=log, step=step)
         log.event("final", **final)
         return final
 

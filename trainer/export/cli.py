@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from trainer import distributed, events
 from trainer.config import ConfigError, load_config
-from trainer.export.run import evaluate_with, export_and_evaluate
+from trainer.data.source import resolve_data
+from trainer.evaluation import Evaluator
+from trainer.export.run import export_and_evaluate
 from trainer.job import EXIT_BAD_INPUT, EXIT_OK, run_job
-from trainer.model import EMBED_WEIGHT
+from trainer.model import EMBED_WEIGHT, GPT
 
 
 class RunDirError(ValueError):
@@ -85,19 +86,15 @@ def main(argv: list[str]) -> int:
 
 
 def _export(cfg, run_dir: Path, state: dict) -> int:
-    from trainer.train import Trainer
-
-    def export(d: distributed.Dist, log: events.RunLog) -> Trainer:
-        trainer = Trainer(cfg, d, events.RunLog(None, active=False))
-        if EMBED_WEIGHT in state:
-            trainer.model.untie()
+    def export(d: distributed.Dist, log: events.RunLog) -> GPT:
+        evaluator = Evaluator(cfg, d, resolve_data(cfg, d))
+        model = GPT.from_config(cfg, untied=EMBED_WEIGHT in state).to(d.device)
         try:
-            trainer.model.load_state_dict(state, strict=True)
+            model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise RunDirError(f"{run_dir / events.MODEL_FILE} does not match the model of the config: {e}") from None
-        export_and_evaluate(trainer.model, cfg, run_dir, partial(evaluate_with, trainer), log=log,
-                            step=last_step(run_dir))
-        return trainer
+        export_and_evaluate(model, cfg, run_dir, evaluator.evaluate, log=log, step=last_step(run_dir))
+        return model
 
     code, message = run_job(cfg.device, run_dir, export, bad_input=(RunDirError,))
     if code != EXIT_OK:

@@ -1,7 +1,7 @@
 """Export a trained model and evaluate its round trip: the end-of-run step when `export.enabled` is on.
 
 Rank 0 quantizes and writes the artifact into the run directory; then every rank reads the artifact back
-into a fresh model and runs the trainer's own validation on it, so the reported loss is the loss of the
+into a fresh model and runs the run's validation (`trainer.evaluation`) on it, so the reported loss is the loss of the
 file that would be submitted. Sizes and round-trip metrics go to the `export` event and to train.log in
 the parameter-golf line shapes. A total over `export.max_bytes` is a result (`fits: false`), not an error.
 """
@@ -25,26 +25,14 @@ from trainer.model import GPT
 
 ARTIFACT_FILES = {"int6_zstd": "model.int6.ptz", "int8_zlib": "model.int8.ptz"}
 
-# `evaluate(model)` runs the trainer's validation on `model` on every rank and returns an object with
-# `.loss` and `.bpb` (bpb None without a tokenizer), e.g. `trainer.train.ValResult`.
+# `evaluate(model)` runs the validation on `model` on every rank and returns an object with `.loss` and
+# `.bpb` (bpb None without a tokenizer): `trainer.evaluation.Evaluator.evaluate`.
 Evaluate = Callable[[nn.Module], Any]
 
 
 def artifact_path(run_dir: str | Path, scheme: str) -> Path:
     get_scheme(scheme)
     return Path(run_dir) / ARTIFACT_FILES[scheme]
-
-
-@torch.no_grad()
-def evaluate_with(trainer, model: nn.Module):
-    """`trainer.evaluate()` (the training run's own validation, compiled forward included) on the weights of
-    `model`: they are copied into the trainer's model for the evaluation, and its own weights put back."""
-    own = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.model.load_state_dict(model.state_dict(), strict=True)
-    try:
-        return trainer.evaluate()
-    finally:
-        trainer.model.load_state_dict(own, strict=True)
 
 
 def fresh_model_like(model: GPT, cfg: Config) -> GPT:
@@ -76,7 +64,8 @@ def reference_lines(info: ArtifactInfo, sizes: SizeReport, val_loss: float, val_
 def export_and_evaluate(model: GPT, cfg: Config, run_dir: str | Path, evaluate: Evaluate,
                         log: RunLog | None = None, step: int | None = None) -> dict[str, Any]:
     """Write `run_dir/model.int6.ptz` (or `model.int8.ptz` for `export.scheme=int8_zlib`) from `model`,
-    load it back into a fresh model, evaluate that with `evaluate`, and return the `export` event fields:
+    load it back into a fresh model, evaluate that with `evaluate` (eagerly: a compiled forward belongs to
+the trained model), and return the `export` event fields:
 
     artifact (file name), scheme, embed, artifact_bytes, payload_bytes, code_bytes, total_bytes, max_bytes,
     fits, roundtrip_val_loss, roundtrip_val_bpb, compress_seconds, load_seconds, eval_time_ms, and `step`
