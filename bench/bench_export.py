@@ -32,9 +32,10 @@ from trainer.config import load_config  # noqa: E402
 from trainer.export.accounting import code_bytes  # noqa: E402
 from trainer.export.artifact import load_artifact, save_artifact  # noqa: E402
 from trainer.export.quantize import ExportRules  # noqa: E402
-from trainer.export.run import evaluate_with, fresh_model_like  # noqa: E402
-from trainer.model import EMBED_WEIGHT  # noqa: E402
-from trainer.train import Trainer  # noqa: E402
+from trainer.data.source import resolve_data  # noqa: E402
+from trainer.evaluation import Evaluator  # noqa: E402
+from trainer.export.run import fresh_model_like  # noqa: E402
+from trainer.model import EMBED_WEIGHT, GPT  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CONFIGS = [("int8_zlib", "int8"), ("int8_zlib", "fp16"), ("int6_zstd", "int8"), ("int6_zstd", "fp16"),
@@ -59,25 +60,24 @@ def train(preset: str, overrides: list[str], run_dir: Path) -> float:
     return time.perf_counter() - start
 
 
-def load_trained(run_dir: Path, val_tokens: int) -> Trainer:
+def load_trained(run_dir: Path, val_tokens: int) -> tuple[GPT, Evaluator]:
     cfg = load_config(None, run_dir / events.CONFIG_FILE,
                       [f"train.val_tokens={val_tokens}", f"train.val_batch_tokens={val_tokens}"])
-    trainer = Trainer(cfg, distributed.setup("cpu"), events.RunLog(None, active=False))
+    d = distributed.setup("cpu")
     state = torch.load(run_dir / events.MODEL_FILE, map_location="cpu", weights_only=True)
-    if EMBED_WEIGHT in state:
-        trainer.model.untie()
-    trainer.model.load_state_dict(state, strict=True)
-    return trainer
+    model = GPT.from_config(cfg, untied=EMBED_WEIGHT in state)
+    model.load_state_dict(state, strict=True)
+    return model, Evaluator(cfg, d, resolve_data(cfg, d))
 
 
-def measure(trainer: Trainer, rules: ExportRules, folder: Path) -> dict:
+def measure(model: GPT, evaluator: Evaluator, rules: ExportRules, folder: Path) -> dict:
     path = folder / f"{rules.scheme}-{rules.embed}-{rules.passthrough_max_numel}.ptz"
-    info = save_artifact(trainer.model.state_dict(), path, rules=rules, write_manifest=False)
+    info = save_artifact(model.state_dict(), path, rules=rules, write_manifest=False)
     start = time.perf_counter()
-    fresh = fresh_model_like(trainer.model, trainer.cfg)
+    fresh = fresh_model_like(model, evaluator.cfg)
     fresh.load_state_dict(load_artifact(path), strict=True)
     load_s = time.perf_counter() - start
-    result = evaluate_with(trainer, fresh)
+    result = evaluator.evaluate(fresh)
     return {"scheme": rules.scheme, "embed": rules.embed, "passthrough_max_numel": rules.passthrough_max_numel,
             "artifact_bytes": info.artifact_bytes, "payload_bytes": info.payload_bytes,
             "tensor_counts": info.tensor_counts, "compress_s": info.compress_seconds, "load_s": load_s,
@@ -85,12 +85,13 @@ def measure(trainer: Trainer, rules: ExportRules, folder: Path) -> dict:
 
 
 def bench_model(name: str, run_dir: Path, val_tokens: int, passthrough_sizes: list[int], folder: Path) -> dict:
-    trainer = load_trained(run_dir, val_tokens)
-    base = trainer.evaluate()
+    model, evaluator = load_trained(run_dir, val_tokens)
+    base = evaluator.evaluate(model)
     rows = []
     for size in passthrough_sizes:
         for scheme, embed in CONFIGS:
-            row = measure(trainer, ExportRules(scheme=scheme, embed=embed, passthrough_max_numel=size), folder)
+            row = measure(model, evaluator, ExportRules(scheme=scheme, embed=embed, passthrough_max_numel=size),
+                          folder)
             row["val_bpb_gap"] = row["roundtrip_val_bpb"] - base.bpb
             rows.append(row)
     for row in rows:
@@ -99,7 +100,7 @@ def bench_model(name: str, run_dir: Path, val_tokens: int, passthrough_sizes: li
             if row["embed"] != "int6" else None
         row["ratio_vs_int8_zlib_same_embed"] = (row["artifact_bytes"] / baseline["artifact_bytes"]
                                                 if baseline else None)
-    return {"model": name, "run_dir": str(run_dir), "params": sum(p.numel() for p in trainer.model.parameters()),
+    return {"model": name, "run_dir": str(run_dir), "params": sum(p.numel() for p in model.parameters()),
             "val_tokens": val_tokens, "pre_quant_val_loss": base.loss, "pre_quant_val_bpb": base.bpb, "rows": rows}
 
 
