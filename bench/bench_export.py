@@ -27,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainer import distributed, events  # noqa: E402
+from trainer import distributed, protocol  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.export.accounting import code_bytes  # noqa: E402
 from trainer.export.artifact import load_artifact, save_artifact  # noqa: E402
@@ -61,10 +61,10 @@ def train(preset: str, overrides: list[str], run_dir: Path) -> float:
 
 
 def load_trained(run_dir: Path, val_tokens: int) -> tuple[GPT, Evaluator]:
-    cfg = load_config(None, run_dir / events.CONFIG_FILE,
+    cfg = load_config(None, run_dir / protocol.CONFIG_FILE,
                       [f"train.val_tokens={val_tokens}", f"train.val_batch_tokens={val_tokens}"])
     d = distributed.setup("cpu")
-    state = torch.load(run_dir / events.MODEL_FILE, map_location="cpu", weights_only=True)
+    state = torch.load(run_dir / protocol.MODEL_FILE, map_location="cpu", weights_only=True)
     model = GPT.from_config(cfg, untied=EMBED_WEIGHT in state)
     model.load_state_dict(state, strict=True)
     return model, Evaluator(cfg, d, resolve_data(cfg, d))

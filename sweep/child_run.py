@@ -14,7 +14,7 @@ from mlflow.entities import RunTag
 
 from sweep import tracking
 from sweep.events import RunState
-from sweep.objective import FINAL_FIELDS
+from trainer.protocol import FINAL_FIELDS, FP8, TRAIN, VAL
 
 OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run directory
 RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
@@ -72,9 +72,9 @@ class ChildRun:
 
     def add_event(self, event: dict[str, Any]) -> None:
         kind, step = event.get("event"), event.get("step")
-        if not isinstance(step, int) or kind not in ("train", "val", "fp8"):
+        if not isinstance(step, int) or kind not in (TRAIN, VAL, FP8):
             return
-        values = tracking.fp8_metrics(event) if kind == "fp8" else {k: event.get(k) for k in tracking.STEP_METRICS}
+        values = tracking.fp8_metrics(event) if kind == FP8 else {k: event.get(k) for k in tracking.STEP_METRICS}
         self.batch.add(values, step, int(float(event.get("time", 0)) * 1000) or None)
 
     def flush(self) -> None:

@@ -28,11 +28,13 @@ from sweep.search import StudySearcher
 from sweep.space import SearchSpace
 from sweep.study import load_study
 from sweep.trial import TRIAL_NUMBER_KEY, TrialSettings, run_trial
-from trainer.config import load_config
 
 # Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
 CHECKPOINT_PERIOD_S = "2"
 ASHA_REDUCTION = 2
+# ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
+# it is set beyond any trial's number of validations rather than guessed from a config.
+ASHA_MAX_REPORTS = 10**6
 
 
 def git_sha() -> str:
@@ -86,16 +88,6 @@ def resolve_concurrency(plan: SweepPlan) -> int:
     return trials_that_fit(plan.trials, plan.gpus_per_trial, plan.cpus_per_trial)
 
 
-def asha_max_t(plan: SweepPlan, space: SearchSpace) -> int:
-    """More reports than a trial can make (ASHA stops any trial that reaches max_t)."""
-    if plan.trainer_cmd:
-        return 10**6
-    cfg = load_config(plan.preset, overrides=space.overrides(space.points_to_evaluate[0]
-                                                             if space.points_to_evaluate else {}))
-    vals = cfg.train.iterations // cfg.train.val_every if cfg.train.val_every else 0
-    return vals + 3
-
-
 def open_parent_run(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, command: str) -> str:
     run = mlflow_client.create_run(experiment_id, run_name=plan.name, tags={
         tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP: plan.name,
@@ -119,7 +111,7 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int)
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
                              seed=plan.seed)
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
-                               max_t=asha_max_t(plan, space), grace_period=1, reduction_factor=ASHA_REDUCTION)
+                               max_t=ASHA_MAX_REPORTS, grace_period=1, reduction_factor=ASHA_REDUCTION)
                  if plan.scheduler == "asha" else FIFOScheduler())
     return tune.Tuner(
         trainable,

@@ -1,4 +1,4 @@
-"""Reading a trial's `events.jsonl` while the trainer is still writing it (DESIGN 3.3).
+"""Reading a trial's `events.jsonl` while the trainer is still writing it (the run protocol, trainer/protocol.py).
 
 The trainer appends one JSON object per line and flushes each line, so a reader polling the file sees
 whole lines plus, at most, one line still being written: that partial line is kept until its newline
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENTS_FILE = "events.jsonl"
+from trainer.protocol import ERROR, EXPORT, FINAL, VAL
+
 
 
 class LineTail:
@@ -67,13 +68,13 @@ class RunState:
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "val":
+        if kind == VAL:
             self.vals.append(event)
-        elif kind == "final":
+        elif kind == FINAL:
             self.final = event
-        elif kind == "export":
+        elif kind == EXPORT:
             self.export = event
-        elif kind == "error":
+        elif kind == ERROR:
             self.error = str(event.get("message", ""))
 
     @property

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.events import RunState
+from trainer.protocol import FINAL_FIELDS
 
-FINAL_FIELDS = ("val_loss", "val_bpb", "train_time_ms", "step_avg_ms", "peak_mem_mib", "step")
 METRICS = FINAL_FIELDS + ("roundtrip_val_bpb", "time_to_target")
 MODES = ("min", "max")
 DIVERGED_VALUE = 1.0e6

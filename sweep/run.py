@@ -170,6 +170,9 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     if gpus and nproc != gpus:
         raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU trial runs one per GPU")
     at_least(args.max_failures, "--max-failures", minimum=0)
+    if args.scheduler == "asha" and "train.val_every" in space.params:
+        raise InputError("--scheduler", "asha compares trials at their 1st, 2nd, 4th, ... validation, which a space "
+                         "sweeping train.val_every puts at different training steps; use --scheduler fifo")
     # Another program is not told a preset; the space's is only recorded.
     preset = args.preset or (space.preset if gpus or space.trainer.command else CPU_PRESET)
     if space.trainer.command:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
+
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TAG_ROLE = "sweep.role"                  # "sweep" on the parent, "trial" on a child
 TAG_SWEEP = "sweep.name"
@@ -32,14 +34,14 @@ TAG_NPROC = "sweep.nproc_per_trial"
 TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
 TAG_VISIBLE_GPUS = "sweep.cuda_visible_devices"  # the GPU ids Ray gave the trial
 
-STEP_METRICS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
+STEP_METRICS = STEP_FIELDS
 FP8_PREFIX = "fp8."  # the trainer's `fp8` event fields (scales in effect, range figures) as metrics fp8.<field>
 FINAL_METRICS = ("final_val_loss", "final_val_bpb", "wallclock_s", "artifact_bytes", "roundtrip_val_bpb",
                  "gpu_hours")
 OBJECTIVE_METRIC = "objective"           # the value handed to Optuna (penalties included)
 BEST_METRIC = "best_objective"           # on the parent run
-ARTIFACTS = ("train.log", "config.yaml", "events.jsonl")
-EXPORT_ARTIFACTS = ("model.int6.ptz", "model.int8.ptz")  # when the run exported one
+ARTIFACTS = (LOG_FILE, CONFIG_FILE, EVENTS_FILE)
+EXPORT_ARTIFACTS = tuple(ARTIFACT_FILES.values())  # when the run exported one
 LEADERBOARD_ARTIFACT = "leaderboard.txt"  # on the parent run
 
 MAX_TAG_CHARS = 8000

@@ -25,7 +25,8 @@ from ray import tune
 
 from sweep import tracking
 from sweep.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics
-from sweep.events import EVENTS_FILE, EventTail, LineTail, RunState
+from sweep.events import EventTail, LineTail, RunState
+from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 from sweep.logparse import LiveLog
 from sweep.objective import Objective
 from sweep.overrides import format_override, format_overrides, format_value
@@ -134,8 +135,8 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
 def failure_message(rc: int | None, run: RunState, run_dir: Path) -> str:
     if rc == 0:
         head = "the trainer exited 0 without a final event"
-    elif rc == 2:
-        head = "the trainer rejected its input (exit code 2)"
+    elif rc == EXIT_BAD_INPUT:
+        head = f"the trainer rejected its input (exit code {EXIT_BAD_INPUT})"
     elif rc is not None and rc < 0:
         head = f"the trainer was killed by signal {-rc}"
     else:
@@ -224,7 +225,7 @@ def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_d
             for event in source.read() + (source.finish() if rc == 0 else []):
                 run.apply(event)
                 child.add_event(event)
-                if event["event"] == "val":
+                if event["event"] == VAL:
                     child.flush()
                     last_flush = time.monotonic()
                     tune.report(intermediate_result(event, objective, number))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from trainer import distributed, events, fp8
+from trainer import distributed, events, fp8, protocol
 from trainer.config import load_config
 from trainer.train import Trainer
 
@@ -55,7 +55,7 @@ def _first_fp8_event(tmp_path, *overrides: str) -> dict:
     trainer = _trainer("fp8.stats_every=1", "train.iterations=1", *overrides, run_dir=run_dir)
     trainer.run()
     trainer.log.close()
-    evs = [json.loads(line) for line in (run_dir / events.EVENTS_FILE).read_text().splitlines()]
+    evs = [json.loads(line) for line in (run_dir / protocol.EVENTS_FILE).read_text().splitlines()]
     return next(e for e in evs if e["event"] == "fp8")
 
 

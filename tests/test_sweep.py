@@ -302,3 +302,14 @@ def test_bad_space_exits_2_before_ray_starts_and_writes_nothing(tmp_path, change
     assert "bad.yaml" in done.stderr and named in done.stderr
     assert done.stdout.strip() == "ray never imported"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_asha_refuses_a_space_that_sweeps_the_validation_interval(tmp_path):
+    """ASHA's rungs count validations; with val_every swept they would compare trials at different steps."""
+    space = {"name": "vals", "metric": "val_loss", "mode": "min", "preset": "tiny",
+             "params": {"train.val_every": {"type": "int", "low": 10, "high": 50}}}
+    (tmp_path / "vals.yaml").write_text(yaml.safe_dump(space))
+    done = sweep_run_in(tmp_path, "--space", "vals.yaml", "--scheduler", "asha")
+    assert done.returncode == 2, done.stderr
+    assert "--scheduler" in done.stderr and "train.val_every" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vals.yaml"]

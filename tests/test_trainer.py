@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import distributed, events
+from trainer import distributed, events, protocol
 from trainer.config import load_config
 from trainer.data.generated import ensure_generated_corpus
 from trainer.data.shards import list_shards, write_shard
@@ -28,7 +28,7 @@ def launch(run_dir: Path, *overrides: str, nproc: int = 1, preset: str = "tiny")
 
 
 def read_events(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / events.EVENTS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / protocol.EVENTS_FILE).read_text().splitlines()]
 
 
 def only(evs: list[dict], name: str) -> dict:
@@ -73,11 +73,11 @@ def test_run_directory_follows_the_protocol(full_tiny_run):
     assert vals[0]["val_loss"] > vals[-1]["val_loss"]
     final = evs[-1]
     assert final["val_loss"] == vals[-1]["val_loss"] and final["peak_mem_mib"] > 0
-    log = (full_tiny_run / events.LOG_FILE).read_text()
+    log = (full_tiny_run / protocol.LOG_FILE).read_text()
     assert f"step:150/150 val_loss:{final['val_loss']:.4f} val_bpb:{final['val_bpb']:.4f} train_time:" in log
     assert "step:10/150 train_loss:" in log
-    assert load_config(None, full_tiny_run / events.CONFIG_FILE) == load_config("tiny")
-    assert set(torch.load(full_tiny_run / events.MODEL_FILE)) >= {"lm_head.weight", "skip_weights"}
+    assert load_config(None, full_tiny_run / protocol.CONFIG_FILE) == load_config("tiny")
+    assert set(torch.load(full_tiny_run / protocol.MODEL_FILE)) >= {"lm_head.weight", "skip_weights"}
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
@@ -100,7 +100,7 @@ def test_untie_event_comes_at_the_right_step(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     evs = read_events(run_dir)
     assert only(evs, "untie")["step"] == 10
-    state = torch.load(run_dir / events.MODEL_FILE)
+    state = torch.load(run_dir / protocol.MODEL_FILE)
     assert not torch.equal(state["tok_emb.weight"], state["lm_head.weight"])
 
 
@@ -132,7 +132,7 @@ def test_untie_frac_zero_unties_before_the_first_step(tmp_path):
     assert only(read_events(run_dir), "untie")["step"] == 0
     # the run is complete without its weights file when saving is switched off
     assert only(read_events(run_dir), "final")["status"] == "ok"
-    assert not (run_dir / events.MODEL_FILE).exists()
+    assert not (run_dir / protocol.MODEL_FILE).exists()
 
 
 def test_non_finite_loss_is_a_diverged_result_not_a_crash(tmp_path):
@@ -152,7 +152,7 @@ def test_wallclock_cap_stops_early_with_that_status(tmp_path):
     final = read_events(run_dir)[-1]
     assert final["status"] == "wallclock_cap" and final["step"] < 100000
     assert final["train_time_ms"] >= 2000
-    assert "stopping_early: wallclock_cap" in (run_dir / events.LOG_FILE).read_text()
+    assert "stopping_early: wallclock_cap" in (run_dir / protocol.LOG_FILE).read_text()
 
 
 def _copy_corpus(corpus_cache: str, dest: Path) -> Path:

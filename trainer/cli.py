@@ -7,7 +7,8 @@ import time
 
 from trainer import distributed, events
 from trainer.config import ConfigError, load_config, preset_names, to_yaml
-from trainer.job import EXIT_BAD_INPUT, EXIT_OK, run_job
+from trainer.job import run_job
+from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,10 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-EVENTS_FILE = "events.jsonl"
-LOG_FILE = "train.log"
-CONFIG_FILE = "config.yaml"
-MODEL_FILE = "model.pt"
+from trainer.protocol import EVENTS_FILE, LOG_FILE
 
 
 def _jsonable(value: Any) -> Any:

@@ -20,7 +20,8 @@ from trainer import distributed, events
 from trainer.config import ConfigError, Config, flatten, load_config, preset_names
 from trainer.fp8 import DEFAULT_GRAD_S, DEFAULT_W_S, DEFAULT_X_S
 from trainer.fp8_range import KINDS, RangeStats, figures_of, format_max
-from trainer.job import EXIT_BAD_INPUT, EXIT_OK, run_job
+from trainer.job import run_job
+from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
 
 SCALE_KEYS = {"x": "fp8.x_s", "w": "fp8.w_s", "g": "fp8.grad_s"}
 PR175 = {"x": DEFAULT_X_S, "w": DEFAULT_W_S, "g": DEFAULT_GRAD_S}

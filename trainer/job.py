@@ -14,8 +14,8 @@ from trainer import distributed, events
 from trainer.config import ConfigError
 from trainer.data import DataError
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
+from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
+
 EXIT_CRASH = 1
 
 BAD_INPUT = (ConfigError, DataError, distributed.DeviceError)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from trainer import distributed, events, fp8, schedule
+from trainer import distributed, events, fp8, protocol, schedule
 from trainer.clock import TrainingClock
 from trainer.config import Config, to_yaml
 from trainer.data.loader import TrainLoader
@@ -152,7 +152,7 @@ class Trainer:
         total = t.iterations
         cap_ms = t.max_wallclock_seconds * 1000.0
         tokens_per_step = t.batch_tokens
-        log.write_file(events.CONFIG_FILE, to_yaml(cfg))
+        log.write_file(protocol.CONFIG_FILE, to_yaml(cfg))
         log.event("start", config=cfg, world_size=self.dist.world_size, device=str(self.dist.device),
                   torch_version=torch.__version__, git_sha=git_sha())
         log.line(f"world_size:{self.dist.world_size} device:{self.dist.device} torch:{torch.__version__} "
@@ -221,7 +221,7 @@ class Trainer:
                  "status": status}
         log.line(f"peak memory allocated: {final['peak_mem_mib']:.0f} MiB")
         if cfg.train.save_model and self.dist.is_main and log.run_dir is not None:
-            torch.save(self.model.state_dict(), log.run_dir / events.MODEL_FILE)
+            torch.save(self.model.state_dict(), log.run_dir / protocol.MODEL_FILE)
         if cfg.export.enabled and status != "diverged" and log.run_dir is not None:
             # Before `final`, so a reader that stops at `final` has the export too.
             export_and_evaluate(self.model, cfg, log.run_dir, self.evaluator.evaluate, log=log, step=step)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
-from trainer import distributed, events
+from trainer import distributed, events, protocol
 from trainer.config import ConfigError, load_config
 from trainer.data.source import resolve_data
 from trainer.evaluation import Evaluator
 from trainer.export.run import export_and_evaluate
-from trainer.job import EXIT_BAD_INPUT, EXIT_OK, run_job
+from trainer.job import run_job
+from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
 from trainer.model import EMBED_WEIGHT, GPT
 
 
@@ -44,7 +45,7 @@ def _required(run_dir: Path, name: str) -> Path:
 
 def last_step(run_dir: Path) -> int | None:
     """The step of the run's last `final` event, if events.jsonl has one."""
-    path = run_dir / events.EVENTS_FILE
+    path = run_dir / protocol.EVENTS_FILE
     step = None
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -73,12 +74,12 @@ def main(argv: list[str]) -> int:
     try:
         if not run_dir.is_dir():
             raise RunDirError(f"{run_dir}: no such run directory")
-        config_file = _required(run_dir, events.CONFIG_FILE)
+        config_file = _required(run_dir, protocol.CONFIG_FILE)
         cfg = load_config(None, config_file, args.overrides, world_size=distributed.world_size_from_env())
-        if not (run_dir / events.MODEL_FILE).is_file() and not cfg.train.save_model:
-            raise RunDirError(f"{run_dir / events.MODEL_FILE}: missing, the run was trained with "
+        if not (run_dir / protocol.MODEL_FILE).is_file() and not cfg.train.save_model:
+            raise RunDirError(f"{run_dir / protocol.MODEL_FILE}: missing, the run was trained with "
                               "train.save_model=false; nothing to export")
-        state = _load_weights(_required(run_dir, events.MODEL_FILE))
+        state = _load_weights(_required(run_dir, protocol.MODEL_FILE))
     except (RunDirError, ConfigError) as e:
         events.stderr(f"export: {e}")
         return EXIT_BAD_INPUT
@@ -92,7 +93,7 @@ def _export(cfg, run_dir: Path, state: dict) -> int:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise RunDirError(f"{run_dir / events.MODEL_FILE} does not match the model of the config: {e}") from None
+            raise RunDirError(f"{run_dir / protocol.MODEL_FILE} does not match the model of the config: {e}") from None
         export_and_evaluate(model, cfg, run_dir, evaluator.evaluate, log=log, step=last_step(run_dir))
         return model
 

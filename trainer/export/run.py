@@ -22,8 +22,8 @@ from trainer.export.accounting import SizeReport, size_report
 from trainer.export.artifact import ArtifactInfo, load_artifact, save_artifact
 from trainer.export.schemes import get_scheme
 from trainer.model import GPT
+from trainer.protocol import ARTIFACT_FILES
 
-ARTIFACT_FILES = {"int6_zstd": "model.int6.ptz", "int8_zlib": "model.int8.ptz"}
 
 # `evaluate(model)` runs the validation on `model` on every rank and returns an object with `.loss` and
 # `.bpb` (bpb None without a tokenizer): `trainer.evaluation.Evaluator.evaluate`.
