@@ -21,7 +21,7 @@ RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
 
 
 def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int) -> dict[str, float]:
-    """The run's final numbers under their MLflow names (DESIGN 4.5, plus `objective`: Optuna's value)."""
+    """The run's final numbers under their MLflow names (README, MLflow layout; plus `objective`: Optuna's value)."""
     values: dict[str, Any] = {f"final_{k}": v for k, v in (run.final or {}).items() if k in FINAL_FIELDS}
     for key in ("artifact_bytes", "total_bytes", "roundtrip_val_loss", "roundtrip_val_bpb"):
         if run.export and key in run.export:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-from pathlib import Path
 
 import mlflow
 import optuna
@@ -28,6 +26,7 @@ from sweep.search import StudySearcher
 from sweep.space import SearchSpace
 from sweep.study import load_study
 from sweep.trial import TRIAL_NUMBER_KEY, TrialSettings, run_trial
+from trainer.source import git_sha
 
 # Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
 CHECKPOINT_PERIOD_S = "2"
@@ -35,15 +34,6 @@ ASHA_REDUCTION = 2
 # ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
 # it is set beyond any trial's number of validations rather than guessed from a config.
 ASHA_MAX_REPORTS = 10**6
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def quiet_environment() -> None:
@@ -92,7 +82,7 @@ def open_parent_run(plan: SweepPlan, space: SearchSpace, mlflow_client, experime
     run = mlflow_client.create_run(experiment_id, run_name=plan.name, tags={
         tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP: plan.name,
         tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
-        tracking.TAG_GIT_SHA: git_sha(), tracking.TAG_RAY_ADDRESS: plan.address or "local",
+        tracking.TAG_GIT_SHA: git_sha() or "unknown", tracking.TAG_RAY_ADDRESS: plan.address or "local",
         tracking.TAG_PRESET: plan.preset, tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode,
         tracking.TAG_COMMAND: tracking.clip(command)})
     return run.info.run_id

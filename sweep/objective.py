@@ -47,9 +47,6 @@ class Objective:
             return self.diverged_value
         return DIVERGED_VALUE if self.mode == "min" else -DIVERGED_VALUE
 
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "min" else a > b
-
     def intermediate(self, val_event: dict[str, Any]) -> float | None:
         field_name = self.metric if self.metric in val_event else "val_loss"
         return _finite(val_event.get(field_name))

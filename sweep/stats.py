@@ -42,18 +42,15 @@ def std_mean(values: Iterable[float]) -> tuple[float, float]:
 
 
 def one_sided_ttest(values: Iterable[float], target: float) -> float:
-    """p-value of the one-sample t-test with alternative "mean < target".
-
-    Equals `scipy.stats.ttest_1samp(values, target, alternative="less").pvalue`, except that values with
-    no spread give a definite answer (0 below the target, 1 otherwise) instead of NaN.
-    """
+    """p-value of the one-sample t-test with alternative "mean < target" (`scipy.stats.ttest_1samp`),
+    except that values with no spread give a definite answer (0 below the target, 1 otherwise) where
+    scipy gives NaN."""
     xs = _as_floats(values, "values", 2)
     target = float(target)
     std, mean = std_mean(xs)
     if std == 0.0:
         return 0.0 if mean < target else 1.0
-    t = (mean - target) / (std / math.sqrt(len(xs)))
-    return float(_scipy_stats.t.cdf(t, df=len(xs) - 1))
+    return float(_scipy_stats.ttest_1samp(xs, target, alternative="less").pvalue)
 
 
 @dataclass(frozen=True)

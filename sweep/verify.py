@@ -221,10 +221,10 @@ def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: Ve
 
 
 def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: str) -> str:
-    from sweep.driver import git_sha
+    from trainer.source import git_sha
 
     tags = {tracking.TAG_ROLE: ROLE, tracking.TAG_SWEEP: plan.name, TAG_SOURCE: plan.source,
-            tracking.TAG_PRESET: plan.preset, tracking.TAG_GIT_SHA: git_sha(),
+            tracking.TAG_PRESET: plan.preset, tracking.TAG_GIT_SHA: git_sha() or "unknown",
             tracking.TAG_RAY_ADDRESS: plan.address or "local", tracking.TAG_COMMAND: tracking.clip(command),
             TAG_TARGET: repr(plan.claim.target), TAG_LOSS: plan.claim.loss_metric}
     if plan.best_trial is not None:

@@ -6,7 +6,6 @@ import copy
 import math
 import os
 import resource
-import subprocess
 from pathlib import Path
 
 import torch
@@ -23,15 +22,7 @@ from trainer.export.run import export_and_evaluate
 from trainer.fp8_range import RangeStats, event_fields
 from trainer.model import GPT, parameter_groups
 from trainer.muon import Muon
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+from trainer.source import git_sha
 
 
 def peak_mem_mib(device: torch.device) -> float:
