@@ -18,21 +18,12 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from runs import machine, run_trainer, save
+from runs import machine, mean_ms, run_trainer, save
 
 from trainer.fp8 import E4M3, E5M2, scaled_mm, upcast_mm
-
-
-def _ms(fn, repeat: int) -> float:
-    fn()
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - t0) / repeat * 1e3
 
 
 def kernels() -> dict:
@@ -40,11 +31,11 @@ def kernels() -> dict:
     a, b = torch.randn(1024, 64, generator=gen), torch.randn(512, 64, generator=gen)
     one = torch.tensor(1.0)
     a8, b8, g8 = a.to(E4M3), b.to(E4M3), a.to(E5M2)
-    fp32 = _ms(lambda: a @ b.T, 50)
+    fp32 = mean_ms(lambda: a @ b.T, 50)
     figures = {"fp32_ms": fp32,
-               "scaled_mm_e4m3_e4m3_ms": _ms(lambda: scaled_mm(a8, b8.T, one, one, torch.float32), 2),
-               "scaled_mm_e5m2_e4m3_ms": _ms(lambda: scaled_mm(g8, b8.T, one, one, torch.float32), 5),
-               "upcast_ms": _ms(lambda: upcast_mm(a8, b8.T, one, one, torch.float32), 50)}
+               "scaled_mm_e4m3_e4m3_ms": mean_ms(lambda: scaled_mm(a8, b8.T, one, one, torch.float32), 2),
+               "scaled_mm_e5m2_e4m3_ms": mean_ms(lambda: scaled_mm(g8, b8.T, one, one, torch.float32), 5),
+               "upcast_ms": mean_ms(lambda: upcast_mm(a8, b8.T, one, one, torch.float32), 50)}
     return {**figures, **{k.replace("_ms", "_over_fp32"): v / fp32 for k, v in figures.items() if k != "fp32_ms"}}
 
 

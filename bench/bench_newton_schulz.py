@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from runs import machine, save
+from runs import machine, mean_ms, save
 from trainer.config import load_config
 from trainer.kernels import xxt
 from trainer.model import GPT, parameter_groups
@@ -31,11 +31,7 @@ def timed_ms(fn: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tens
         if inputs[0].is_cuda:
             torch.cuda.synchronize()
 
-    one_pass()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        one_pass()
-    return (time.perf_counter() - t0) / repeats * 1e3
+    return mean_ms(one_pass, repeats)
 
 
 def main() -> None:

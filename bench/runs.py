@@ -29,6 +29,15 @@ def run_trainer(run_dir: Path, args: list[str], nproc: int = 1, env: dict | None
     return t_launch, evs
 
 
+def mean_ms(fn, repeats: int) -> float:
+    """Mean milliseconds of `fn()` over `repeats` calls, after one untimed call (compilation, autotuning)."""
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats * 1e3
+
+
 def first(evs: list[dict], name: str) -> dict:
     return next(e for e in evs if e["event"] == name)
 
