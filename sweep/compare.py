@@ -8,7 +8,10 @@ page; all are logged on the sweep's parent MLflow run under `compare/`.
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,12 @@ def table(rows: list[TrialRow], plan: SweepPlan) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
+def importance_evaluator():
+    import optuna
+
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same figures on every call
+
+
 def importance(study, plan: SweepPlan) -> tuple[dict[str, float], str]:
     """fANOVA importances from the Optuna study, or why there are none yet."""
     import optuna
@@ -101,8 +110,7 @@ def importance(study, plan: SweepPlan) -> tuple[dict[str, float], str]:
         return {}, (f"parameter importance needs at least 2 finished trials and 2 swept parameters "
                     f"({len(complete)} finished)")
     try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same figures on every call
-        return optuna.importance.get_param_importances(study, evaluator=evaluator), ""
+        return optuna.importance.get_param_importances(study, evaluator=importance_evaluator()), ""
     except (ValueError, RuntimeError) as e:
         # e.g. every finished trial sampled one value of a parameter: there is no variance to split
         return {}, f"parameter importance unavailable: {e}"
@@ -121,81 +129,106 @@ def loss_curves(plan: SweepPlan, rows: list[TrialRow], top: int) -> dict[str, li
     return curves
 
 
-def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Path) -> list[Path]:
-    """PNG files (matplotlib, from the MLflow rows) and one HTML page (plotly: the loss curves, then Optuna's
-    parallel-coordinate and contour figures of the study; the script is inlined so the page opens offline)."""
+def _optuna_figure(plot, study, path: Path, title: str, **kwargs) -> Path | None:
+    """One of Optuna's matplotlib figures, saved with `title`; None when the study cannot make it yet
+    (too few finished trials, no variance)."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            axes = plot(study, **kwargs)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            return None
+    import matplotlib.pyplot as plt
+
+    if hasattr(axes, "flat"):  # a matrix of panels (contours over pairs): one title above them all
+        fig = axes.flat[0].figure
+        fig.set_size_inches(11, 9)
+        fig.suptitle(title)
+    else:
+        fig = axes.figure
+        fig.set_size_inches(10, 6)
+        for loc in ("left", "right"):  # Optuna's own titles, replaced by one that names the sweep
+            axes.set_title("", loc=loc)
+        axes.set_title(title)
+    # Optuna places its colour bar itself; tight_layout would push it over the panels.
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _tie_note(done: list[TrialRow]) -> str:
+    values = {r.objective for r in done}
+    return f" (all {len(done)} finished trials tie at {next(iter(values)):.6g})" if len(values) == 1 else ""
+
+
+def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Path, summary: str = "") -> list[Path]:
+    """PNG files (the loss curves and the FP8 range figure from the MLflow rows; Optuna's own matplotlib
+    figures of the study: optimization history, parallel coordinates, importances, FP8-scale contours)
+    and one self-contained HTML page holding them all, which opens offline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import optuna.visualization as ov
-    import plotly.graph_objects as go
+    import optuna.visualization.matplotlib as ovm
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    figures: list = []
     space = plan.space()
     keys = list(space.params)
     done = [r for r in rows if r.objective is not None]
+    metric = space.metric
+    tie = _tie_note(done) if done else ""
 
     curves = loss_curves(plan, rows, top)
     fig, ax = plt.subplots(figsize=(8, 5))
-    html = go.Figure()
     for label, points in curves.items():
         xs, ys = zip(*points)
         ax.plot(xs, ys, marker="o", label=label)
-        html.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label))
-    ax.set(xlabel="training time (s)", ylabel="val_loss", title=f"{plan.name}: top {top} trials")
+    ax.set(xlabel="training time (s)", ylabel="val_loss",
+           title=f"{plan.name}: val_loss of the best {len(curves)} trials" if curves else f"{plan.name}: no val_loss yet")
     if curves:
         ax.legend()
-    html.update_layout(title=f"{plan.name}: val_loss of the top {top} trials", xaxis_title="training time (s)",
-                       yaxis_title="val_loss")
     written.append(_save(fig, out / "loss_curves.png"))
-    figures.append(html)
 
-    if done and keys:
-        fig, ax = plt.subplots(figsize=(max(6, 2 * len(keys)), 5))
-        objectives = [r.objective for r in done]
-        lo, hi = min(objectives), max(objectives)
-        scaled = {k: _unit([r.params.get(k) for r in done], space.params[k]) for k in keys}
-        cmap = plt.get_cmap("viridis")
-        for i, r in enumerate(done):
-            colour = cmap(0.0 if hi == lo else (r.objective - lo) / (hi - lo))
-            ax.plot(range(len(keys)), [scaled[k][i] for k in keys], color=colour, marker="o")
-        ax.set_xticks(range(len(keys)), keys)
-        ax.set(ylabel="position in range", title=f"{plan.name}: swept parameters (colour = objective)")
-        written.append(_save(fig, out / "parallel_coordinates.png"))
-        figures.append(ov.plot_parallel_coordinate(study, params=keys, target_name=space.metric))
-
-    pairs = [(a, b) for i, a in enumerate(FP8_SCALES) for b in FP8_SCALES[i + 1:] if a in keys and b in keys]
-    if done and pairs:
-        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
-        for ax, (a, b) in zip(axes[0], pairs):
-            xs = [math.log10(r.params[a]) for r in done]
-            ys = [math.log10(r.params[b]) for r in done]
-            zs = [r.objective for r in done]
-            if len(done) >= 4:
-                try:
-                    ax.tricontourf(xs, ys, zs, levels=12, cmap="viridis", alpha=0.6)
-                except (ValueError, RuntimeError):
-                    pass  # collinear points: no triangulation, the scatter still shows them
-            points = ax.scatter(xs, ys, c=zs, cmap="viridis", edgecolors="black")
-            ax.set(xlabel=f"log10 {a}", ylabel=f"log10 {b}")
-            fig.colorbar(points, ax=ax)
-            figures.append(ov.plot_contour(study, params=[a, b], target_name=space.metric))
-        fig.suptitle(f"{plan.name}: objective over pairs of FP8 scales")
-        written.append(_save(fig, out / "fp8_scale_contours.png"))
+    figures = [(ovm.plot_optimization_history, "optimization_history.png", f"{plan.name}: {metric} by trial{tie}",
+                {"target_name": metric}),
+               (ovm.plot_parallel_coordinate, "parallel_coordinates.png",
+                f"{plan.name}: swept values (colour: {metric}){tie}", {"params": keys, "target_name": metric})]
+    if len({r.objective for r in done}) > 1 and len(keys) > 1:
+        figures.append((ovm.plot_param_importances, "importance.png", f"{plan.name}: parameter importance (fANOVA)",
+                        {"target_name": metric, "evaluator": importance_evaluator()}))
+    scales = [k for k in FP8_SCALES if k in keys]
+    if len(scales) >= 2:
+        figures.append((ovm.plot_contour, "fp8_scale_contours.png",
+                        f"{plan.name}: {metric} over pairs of FP8 scales{tie}", {"params": scales, "target_name": metric}))
+    if done:
+        for plot, name, title, kwargs in figures:
+            path = _optuna_figure(plot, study, out / name, title, **kwargs)
+            if path is not None:
+                written.append(path)
 
     ranged = [r for r in done if any(f"{tracking.FP8_PREFIX}{k}_flushed" in r.metrics for k in FP8_RANGE)]
-    if ranged and any(k in keys for k in FP8_SCALES):
-        written.append(fp8_range_plot(plan.name, space.metric, ranged, out / "fp8_ranges.png"))
-
-    page = out / "compare.html"
-    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
-    page.write_text(f"<html><head><meta charset='utf-8'><title>{plan.name}</title></head><body>"
-                    + "".join(parts) + "</body></html>")
-    written.append(page)
+    if ranged and scales:
+        written.append(fp8_range_plot(plan.name, metric, ranged, out / "fp8_ranges.png"))
+    written.append(html_page(plan.name, out / "compare.html", written, summary))
     return written
+
+
+def html_page(name: str, path: Path, images: list[Path], table: str = "") -> Path:
+    """The figures as one page, each PNG inlined, so the file opens offline and stays small."""
+    parts = [f"<h1>{html.escape(name)}</h1>"]
+    if table:
+        parts.append(f"<pre>{html.escape(table)}</pre>")
+    for image in images:
+        data = base64.b64encode(image.read_bytes()).decode()
+        parts.append(f"<h2>{html.escape(image.stem.replace('_', ' '))}</h2>"
+                     f"<img alt='{html.escape(image.name)}' style='max-width:100%' src='data:image/png;base64,{data}'>")
+    path.write_text(f"<html><head><meta charset='utf-8'><title>{html.escape(name)}</title></head><body>"
+                    + "".join(parts) + "</body></html>")
+    return path
 
 
 def fp8_range_plot(name: str, metric: str, rows: list[TrialRow], path: Path) -> Path:
@@ -220,18 +253,6 @@ def fp8_range_plot(name: str, metric: str, rows: list[TrialRow], path: Path) -> 
             ax.grid(alpha=0.3)
     fig.suptitle(f"{name}: {metric} against the FP8 casts' range use (last measured step; labels: trial numbers)")
     return _save(fig, path)
-
-
-def _unit(values: list[Any], param) -> list[float]:
-    """Map values onto [0, 1] of the parameter's range (log-scaled where the range is)."""
-    spec = param.distribution()
-    low, high = getattr(spec, "low", None), getattr(spec, "high", None)
-    if low is None:
-        choices = list(spec.choices)
-        return [choices.index(v) / max(len(choices) - 1, 1) if v in choices else 0.5 for v in values]
-    transform = math.log if getattr(spec, "log", False) else float
-    lo, hi = transform(low), transform(high)
-    return [(transform(v) - lo) / (hi - lo) if hi > lo else 0.5 for v in values]
 
 
 def _save(fig, path: Path) -> Path:
@@ -261,7 +282,7 @@ def main(args: argparse.Namespace) -> int:
     print(summary, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / TABLE_FILE).write_text(summary + "\n")
-    files = [out / TABLE_FILE, *write_plots(plan, study, rows, args.top, out)]
+    files = [out / TABLE_FILE, *write_plots(plan, study, rows, args.top, out, summary)]
     client = tracking.client(plan.mlflow_uri)
     for path in files:
         client.log_artifact(plan.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)

@@ -62,17 +62,20 @@ def test_compare_table_matches_mlflow_and_writes_plots(finished_sweep, capsys):
     assert objectives == sorted(objectives)           # ranked, best first
     assert "parameter importance: fp8." in printed
 
-    for name in ("loss_curves.png", "parallel_coordinates.png", "fp8_scale_contours.png", "fp8_ranges.png",
-                 "compare.html"):
+    pictures = ("loss_curves.png", "optimization_history.png", "parallel_coordinates.png", "importance.png",
+                "fp8_scale_contours.png", "fp8_ranges.png")
+    for name in pictures:
         path = out / name
         assert path.stat().st_size > 10_000, name
-    assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    html = (out / "compare.html").read_text()
-    assert html.count("Plotly.newPlot") >= 3 and "trial " in html
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    page = out / "compare.html"
+    html = page.read_text()
+    assert page.stat().st_size < 1_000_000  # the figures inlined as PNG: small, and it opens offline
+    assert html.count("src='data:image/png;base64,") == len(pictures)
+    assert "parameter importance: fp8." in html and "rank" in html
     assert (out / "trials.txt").read_text().strip() in printed
     logged = {Path(a.path).name for a in client.list_artifacts(plan.parent_run_id, "compare")}
-    assert logged >= {"trials.txt", "loss_curves.png", "parallel_coordinates.png", "fp8_scale_contours.png",
-                      "fp8_ranges.png", "compare.html"}
+    assert logged >= {"trials.txt", *pictures, "compare.html"}
 
 
 def test_trials_log_the_fp8_range_figures_by_training_step(finished_sweep):
