@@ -19,6 +19,7 @@ from typing import Any
 from sweep import tracking
 from sweep.errors import InputError
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
+from sweep.report import shared_ranks
 
 HELP = "rank a sweep's trials, show parameter importance and write comparison plots"
 ARTIFACT_DIR = "compare"
@@ -87,8 +88,8 @@ def table(rows: list[TrialRow], plan: SweepPlan) -> str:
     keys = list(plan.space().params)
     header = ["rank", "trial", "status", "objective", *keys, *COLUMNS, "latest val_loss"]
     lines = [header]
-    for i, r in enumerate(rows, 1):
-        lines.append([str(i) if r.objective is not None else "-", str(r.number), r.status, _fmt(r.objective),
+    for rank, r in zip(shared_ranks([r.objective for r in rows]), rows):
+        lines.append([rank, str(r.number), r.status, _fmt(r.objective),
                       *(_fmt(r.params.get(k)) for k in keys), *(_fmt(r.metrics.get(c)) for c in COLUMNS),
                       _fmt(r.metrics.get("val_loss"))])
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
@@ -109,6 +110,9 @@ def importance(study, plan: SweepPlan) -> tuple[dict[str, float], str]:
     if len(complete) < 2 or len(plan.space().params) < 2:
         return {}, (f"parameter importance needs at least 2 finished trials and 2 swept parameters "
                     f"({len(complete)} finished)")
+    if len({t.value for t in complete}) == 1:
+        return {}, (f"parameter importance: none to tell, all {len(complete)} finished trials have the same "
+                    f"{plan.space().metric} ({complete[0].value:.6g})")
     try:
         return optuna.importance.get_param_importances(study, evaluator=importance_evaluator()), ""
     except (ValueError, RuntimeError) as e:

@@ -60,12 +60,26 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def shared_ranks(objectives: list[float | None]) -> list[str]:
+    """Ranks of already sorted objectives, equal ones sharing a rank (1, 1, 3); '-' for no objective."""
+    ranks, previous = [], None
+    for i, value in enumerate(objectives, 1):
+        if value is None:
+            ranks.append("-")
+            continue
+        if value != previous:
+            rank, previous = i, value
+        ranks.append(str(rank))
+    return ranks
+
+
 def leaderboard(rows: list[Row], objective: Objective) -> str:
     keys = list(rows[0].params) if rows else []
     header = ["rank", "trial", "status", objective.metric, *keys, "wallclock_s"]
     table = [header]
-    for i, row in enumerate(ranked(rows, objective), 1):
-        table.append([str(i) if row.objective is not None else "-", str(row.number), row.state,
+    ordered = ranked(rows, objective)
+    for rank, row in zip(shared_ranks([r.objective for r in ordered]), ordered):
+        table.append([rank, str(row.number), row.state,
                       _fmt(row.objective), *(_fmt(row.params.get(k)) for k in keys), _fmt(row.wallclock_s)])
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in

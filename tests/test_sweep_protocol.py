@@ -131,6 +131,14 @@ def test_leaderboard_ranks_finished_trials_first_by_the_metric():
     assert best([Row(1, "b", "pruned", None)], objective) is None
 
 
+def test_tied_trials_share_a_rank():
+    rows = [Row(0, "a", "ok", 3.1), Row(1, "b", "ok", 3.0), Row(2, "c", "ok", 3.1), Row(3, "d", "failed", None),
+            Row(4, "e", "ok", 3.0)]
+    lines = leaderboard(rows, Objective("val_loss")).splitlines()[1:]
+    assert [(line.split()[0], line.split()[1]) for line in lines] == [
+        ("1", "1"), ("1", "4"), ("3", "0"), ("3", "2"), ("-", "3")]
+
+
 def _wait_gone(pgid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
