@@ -14,6 +14,7 @@ COMMANDS = {
     "run": "sweep.run",
     "resume": "sweep.resume",
     "compare": "sweep.compare",
+    "list": "sweep.list_sweeps",
     "verify": "sweep.verify",
     "import-logs": "sweep.import_logs",
 }

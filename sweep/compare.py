@@ -19,7 +19,7 @@ from typing import Any
 from sweep import tracking
 from sweep.errors import InputError
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
-from sweep.report import shared_ranks
+from sweep.report import fmt, shared_ranks
 
 HELP = "rank a sweep's trials, show parameter importance and write comparison plots"
 ARTIFACT_DIR = "compare"
@@ -78,20 +78,14 @@ def trial_rows(plan: SweepPlan) -> list[TrialRow]:
     return sorted(rows, key=lambda r: (r.objective is None, sign * (r.objective or 0.0), r.number))
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "-" if value is None else str(value)
-
-
 def table(rows: list[TrialRow], plan: SweepPlan) -> str:
     keys = list(plan.space().params)
     header = ["rank", "trial", "status", "objective", *keys, *COLUMNS, "latest val_loss"]
     lines = [header]
     for rank, r in zip(shared_ranks([r.objective for r in rows]), rows):
-        lines.append([rank, str(r.number), r.status, _fmt(r.objective),
-                      *(_fmt(r.params.get(k)) for k in keys), *(_fmt(r.metrics.get(c)) for c in COLUMNS),
-                      _fmt(r.metrics.get("val_loss"))])
+        lines.append([rank, str(r.number), r.status, fmt(r.objective),
+                      *(fmt(r.params.get(k)) for k in keys), *(fmt(r.metrics.get(c)) for c in COLUMNS),
+                      fmt(r.metrics.get("val_loss"))])
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 

@@ -54,7 +54,7 @@ def best(rows: list[Row], objective: Objective) -> Row | None:
     return top[0] if top and top[0].objective is not None else None
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "-" if value is None else str(value)
@@ -80,7 +80,7 @@ def leaderboard(rows: list[Row], objective: Objective) -> str:
     ordered = ranked(rows, objective)
     for rank, row in zip(shared_ranks([r.objective for r in ordered]), ordered):
         table.append([rank, str(row.number), row.state,
-                      _fmt(row.objective), *(_fmt(row.params.get(k)) for k in keys), _fmt(row.wallclock_s)])
+                      fmt(row.objective), *(fmt(row.params.get(k)) for k in keys), fmt(row.wallclock_s)])
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in
                                enumerate(zip(r, widths))).rstrip() for r in table)
@@ -89,5 +89,5 @@ def leaderboard(rows: list[Row], objective: Objective) -> str:
 def best_line(row: Row | None, objective: Objective) -> str:
     if row is None:
         return "best: none (no trial finished)"
-    params = ", ".join(f"{k}={_fmt(v)}" for k, v in row.params.items())
+    params = ", ".join(f"{k}={fmt(v)}" for k, v in row.params.items())
     return f"best: trial {row.number} {objective.metric}={row.objective!r} ({params})"

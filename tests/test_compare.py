@@ -149,3 +149,21 @@ def test_importance_says_why_when_too_few_trials_finished():
                                                   distributions=space.distributions(), value=3.3 + x))
     scores, why = importance(study, plan)
     assert why == "" and max(scores, key=scores.get) == "fp8.x_s"
+
+
+def test_list_shows_the_sweeps_of_a_store_with_their_counts(finished_sweep, capsys, tmp_path):
+    plan = load_plan(str(finished_sweep / "runs"), "cmp")
+    client = tracking.client(plan.mlflow_uri)
+    best = client.get_run(plan.parent_run_id).data.metrics[tracking.BEST_METRIC]
+    capsys.readouterr()
+    assert sweep_main(["list", "--mlflow-uri", plan.mlflow_uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:8] == ["sweep", "experiment", "state", "trials", "ok", "pruned", "failed", "running"]
+    row = next(line.split() for line in lines[1:] if line.startswith("cmp "))
+    # finished, 5 trials all ok (a test above may add one live run: it shows as running)
+    assert row[1:3] == ["cmp", "finished"] and int(row[4]) == 5 and row[5:7] == ["0", "0"]
+    assert int(row[3]) == 5 + int(row[7])
+    assert row[8] == "val_loss" and float(row[9]) == pytest.approx(best, rel=1e-5)
+    missing = tmp_path / "none.db"
+    assert sweep_main(["list", "--mlflow-uri", f"sqlite:///{missing}"]) == 2
+    assert not missing.exists()

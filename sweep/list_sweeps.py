@@ -1,0 +1,78 @@
+"""`sweep list`: the sweeps an MLflow store holds, with their state, trial counts, best objective and start.
+
+It reads the sweeps' parent runs (tag `sweep.role` = sweep) in every experiment, and their child runs.
+A local sqlite store that does not exist is an error, not a new empty store.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+from sweep import tracking
+from sweep.errors import InputError
+from sweep.report import fmt
+
+HELP = "list the sweeps of an MLflow store: state, trial counts, best objective, start time"
+DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
+COUNTED = ("ok", "pruned", "failed", "running")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mlflow-uri", default=DEFAULT_MLFLOW_URI, help=f"MLflow tracking URI (default {DEFAULT_MLFLOW_URI})")
+
+
+def _all(search) -> list:
+    runs, token = [], None
+    while True:
+        page = search(token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def sweeps(uri: str) -> list[dict]:
+    """One row per sweep, newest first."""
+    client = tracking.client(uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    if not experiments:
+        return []
+    ids = list(experiments)
+    parents = _all(lambda token: client.search_runs(ids, f"tags.`{tracking.TAG_ROLE}` = 'sweep'", max_results=1000,
+                                                     page_token=token, order_by=["attributes.start_time DESC"]))
+    rows = []
+    for run in parents:
+        children = tracking.child_runs(client, run.info.experiment_id, run.info.run_id)
+        states = Counter("running" if c.info.status == "RUNNING" else c.data.tags.get(tracking.TAG_STATUS, "?")
+                         for c in children)
+        counts = {"ok": states["ok"] + states["diverged"] + states["wallclock_cap"], "pruned": states["pruned"],
+                  "failed": states["failed"], "running": states["running"]}
+        rows.append({"sweep": run.info.run_name, "experiment": experiments.get(run.info.experiment_id, "?"),
+                     "state": run.info.status.lower(), "trials": len(children), **counts,
+                     "metric": run.data.tags.get(tracking.TAG_METRIC, "objective"),
+                     "best": run.data.metrics.get(tracking.BEST_METRIC),
+                     "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))})
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    header = ["sweep", "experiment", "state", "trials", *COUNTED, "best", "started"]
+    lines = [header] + [[r["sweep"], r["experiment"], r["state"], str(r["trials"]), *(str(r[k]) for k in COUNTED),
+                         f"{r['metric']} {fmt(r['best'])}" if r["best"] is not None else "-", r["started"]]
+                        for r in rows]
+    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    uri = args.mlflow_uri
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        if not db.is_file():
+            raise InputError("--mlflow-uri", f"no MLflow store at {db}")
+        uri = f"sqlite:///{db}"
+    rows = sweeps(uri)
+    print(render(rows) if rows else f"no sweeps in {uri}")
+    return 0
