@@ -19,7 +19,7 @@ from typing import Any
 from sweep import tracking
 from sweep.errors import InputError
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
-from sweep.report import fmt, shared_ranks
+from sweep.table import fmt, shared_ranks
 
 HELP = "rank a sweep's trials, show parameter importance and write comparison plots"
 ARTIFACT_DIR = "compare"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sweep import tracking
 from sweep.errors import InputError
-from sweep.report import fmt
+from sweep.table import fmt
 
 HELP = "list the sweeps of an MLflow store: state, trial counts, best objective, start time"
 DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweep.objective import Objective
+from sweep.table import fmt, shared_ranks
 from sweep.trial import FINAL_KEY, OBJECTIVE_KEY, TRIAL_NUMBER_KEY
 
 
@@ -52,25 +53,6 @@ def ranked(rows: list[Row], objective: Objective) -> list[Row]:
 def best(rows: list[Row], objective: Objective) -> Row | None:
     top = ranked(rows, objective)
     return top[0] if top and top[0].objective is not None else None
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "-" if value is None else str(value)
-
-
-def shared_ranks(objectives: list[float | None]) -> list[str]:
-    """Ranks of already sorted objectives, equal ones sharing a rank (1, 1, 3); '-' for no objective."""
-    ranks, previous = [], None
-    for i, value in enumerate(objectives, 1):
-        if value is None:
-            ranks.append("-")
-            continue
-        if value != previous:
-            rank, previous = i, value
-        ranks.append(str(rank))
-    return ranks
 
 
 def leaderboard(rows: list[Row], objective: Objective) -> str:
