@@ -1,9 +1,10 @@
-"""A trial's trainer as a process group of its own, and the guarantee that the group dies with the trial.
+"""A trial's command under `sweep.supervisor`, so that the whole tree it starts dies with the trial.
 
-Ray kills only the worker process of a trial; torchrun and its ranks would outlive it. So the command
-starts in a new session (its process group id is its pid), the trial kills the whole group when it ends
-for any reason, and a small guard process (`sweep.guard`) kills it when the trial's worker process dies
-without getting the chance (a killed driver, a lost node, a SIGKILL).
+Ray kills only a trial's worker process, and torchrun's ranks run in sessions of their own, so neither Ray
+nor a process-group kill reaches them. The supervisor holds the tree (it is a child subreaper) and ends it
+when the command exits, when the trial stops it, and when the trial's worker dies (parent-death signal).
+The supervisor itself runs in a session of its own, so a Ctrl-C in the driver's terminal reaches the
+trainer only through the driver's orderly stop (README, "Signals").
 """
 from __future__ import annotations
 
@@ -11,67 +12,45 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-GUARD_POLL_S = 0.5
+from sweep.supervisor import GRACE_S, KILL_WAIT_S
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def kill_group(pgid: int, grace_s: float = 1.0, reap: subprocess.Popen | None = None) -> None:
-    """SIGTERM the group, then SIGKILL whatever is left after `grace_s`; `reap` is our own child in it."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if reap is not None:
-                reap.poll()
-            if not group_alive(pgid):
-                return
-            time.sleep(0.02)
-
-
-class GroupProcess:
-    """`cmd` running in its own process group with stdout and stderr appended to `log_path`."""
+class SupervisedProcess:
+    """`cmd` under a supervisor, with stdout and stderr appended to `log_path`."""
 
     def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: str | None = None):
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if env is None else env)
+        env["PYTHONPATH"] = package_pythonpath(env.get("PYTHONPATH"))
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([sys.executable, "-m", "sweep.supervisor", str(os.getpid()), "--", *cmd],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, cwd=cwd, start_new_session=True)
-        self.pgid = self.proc.pid
-        self.guard = subprocess.Popen([sys.executable, "-m", "sweep.guard", str(os.getpid()), str(self.pgid)],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True,
-                                      env={**os.environ, "PYTHONPATH": package_pythonpath()})
+        self.pid = self.proc.pid
 
     def poll(self) -> int | None:
+        """The command's exit code (negative: killed by that signal) once it and its tree are gone."""
         return self.proc.poll()
 
-    def kill(self, grace_s: float = 1.0) -> None:
-        """End every process of the group (a no-op once all have exited) and the guard."""
-        kill_group(self.pgid, grace_s, reap=self.proc)
-        self.proc.poll()
-        if self.guard.poll() is None:
-            self.guard.kill()
-        self.guard.wait()
+    def kill(self) -> None:
+        """End the command and every process it started (a no-op once they have exited)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(GRACE_S + KILL_WAIT_S + 2.0)
+            except subprocess.TimeoutExpired:
+                # Still the command's parent-death signal: torchrun is told even now.
+                self.proc.kill()
+                self.proc.wait()
 
 
-def package_pythonpath() -> str:
-    """PYTHONPATH with this project's root first, so `-m sweep.guard` and `-m trainer` import from a checkout."""
+def package_pythonpath(rest: str | None = None) -> str:
+    """PYTHONPATH with this project's root first, so `-m sweep.supervisor` and `-m trainer` import from a
+    checkout; `rest` defaults to this process's PYTHONPATH."""
     root = str(Path(__file__).resolve().parent.parent)
-    rest = os.environ.get("PYTHONPATH")
-    return f"{root}{os.pathsep}{rest}" if rest else root
+    rest = os.environ.get("PYTHONPATH") if rest is None else rest
+    parts = [root, *(p for p in (rest or "").split(os.pathsep) if p and p != root)]
+    return os.pathsep.join(parts)

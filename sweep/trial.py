@@ -7,7 +7,7 @@ args mode, or `CMD` with every key an environment variable in env mode, where th
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
 then retries it per `FailureConfig`). Whatever ends the trial (done, stopped by the scheduler, failed, the
-worker killed), the trainer's whole process group is killed.
+worker killed), every process the trainer started is ended with it (sweep.supervisor).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 from sweep.logparse import LiveLog
 from sweep.objective import Objective
 from sweep.overrides import format_override, format_overrides, format_value
-from sweep.process import GroupProcess, package_pythonpath
+from sweep.process import SupervisedProcess, package_pythonpath
 from sweep.trainer_spec import TrainerSpec
 
 TRIAL_NUMBER_KEY = "trial_number"   # put into each trial's config by the searcher
@@ -216,7 +216,7 @@ def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_d
     run = RunState()
     closed = False
     started = time.monotonic()
-    proc = GroupProcess(build_command(settings, values, run_dir), run_dir / OUTPUT_LOG,
+    proc = SupervisedProcess(build_command(settings, values, run_dir), run_dir / OUTPUT_LOG,
                         env=trial_env(settings, run_dir, variables), cwd=settings.cwd)
     try:
         last_flush = time.monotonic()

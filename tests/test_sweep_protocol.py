@@ -1,5 +1,5 @@
-"""The trial side of the sweep without Ray: reading events and log lines, judging a run, killing its
-process group (also when the process that started it dies)."""
+"""The trial side of the sweep without Ray: reading events and log lines, judging a run, ending every process
+its command started (also when the process that started it dies)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from sweep.events import EventTail, RunState
 from sweep.logparse import LiveLog
 from sweep.objective import DIVERGED_VALUE, Objective
-from sweep.process import GroupProcess, group_alive
+from sweep.process import SupervisedProcess
 from sweep.report import Row, best, leaderboard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,47 +140,85 @@ def test_tied_trials_share_a_rank():
         ("1", "1"), ("1", "4"), ("3", "0"), ("3", "2"), ("-", "3")]
 
 
-def _wait_gone(pgid: int, timeout_s: float) -> bool:
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _wait_none_with(marker: str, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not group_alive(pgid):
-            return True
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return False
+    return left
 
 
-def test_group_process_kill_ends_grandchildren_too(tmp_path):
-    # A shell whose child ignores SIGTERM: the group still dies (SIGKILL after the grace period).
-    script = "trap '' TERM; sleep 60 & wait"
-    proc = GroupProcess(["bash", "-c", script], tmp_path / "out.log")
-    time.sleep(0.3)
-    assert proc.poll() is None and group_alive(proc.pgid)
-    proc.kill(grace_s=0.3)
-    assert _wait_gone(proc.pgid, 5.0)
-    assert proc.guard.poll() is not None
+def _sleeper(marker: str, ignore_term: bool = False) -> str:
+    """A shell word: a Python process in a session of its own (as torchrun starts its ranks) that sleeps."""
+    code = "import signal, time; " + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "")
+    return f"setsid {sys.executable} -c '{code}time.sleep(600)' {marker}"
 
 
-def test_guard_kills_the_group_when_the_trial_process_dies(tmp_path):
-    # The parent starts a trainer group and is then SIGKILLed, as Ray does to a trial's worker.
-    pid_file = tmp_path / "pgid"
+def _wait_exit(proc: SupervisedProcess, timeout_s: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "the supervised command never ended"
+        time.sleep(0.02)
+    return proc.poll()
+
+
+@pytest.mark.parametrize("script, code", [("exit 3", 3), ("kill -9 $$", -signal.SIGKILL), ("exit 0", 0)])
+def test_supervised_process_reports_the_commands_exit(tmp_path, script, code):
+    assert _wait_exit(SupervisedProcess(["bash", "-c", script], tmp_path / "out.log")) == code
+
+
+def test_processes_left_behind_by_a_finished_command_are_ended(tmp_path):
+    marker = f"leftover-{uuid.uuid4().hex[:8]}"
+    proc = SupervisedProcess(["bash", "-c", f"{_sleeper(marker)} & sleep 0.5; exit 0"], tmp_path / "out.log")
+    assert _wait_exit(proc) == 0
+    assert _processes_with(marker) == []
+
+
+def test_kill_ends_the_whole_tree_even_in_other_sessions_and_ignoring_sigterm(tmp_path):
+    marker = f"treekill-{uuid.uuid4().hex[:8]}"
+    proc = SupervisedProcess(["bash", "-c", f"trap '' TERM; {_sleeper(marker, ignore_term=True)} & sleep 600"],
+                             tmp_path / "out.log")
+    deadline = time.monotonic() + 20
+    while len(_processes_with(marker)) < 3:  # the supervisor, bash and the escaped sleeper
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    proc.kill()
+    assert proc.poll() == -signal.SIGTERM
+    assert _processes_with(marker) == []
+
+
+def test_tree_dies_when_the_trial_process_is_sigkilled(tmp_path):
+    # The parent starts a command whose child escapes into a session of its own, then is SIGKILLed, as Ray
+    # kills a trial's worker: no cleanup code of the parent runs.
+    marker = f"orphan-{uuid.uuid4().hex[:8]}"
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        from sweep.process import GroupProcess
-        proc = GroupProcess(["bash", "-c", "sleep 60 & sleep 60"], Path({str(tmp_path / 'out.log')!r}))
-        Path({str(pid_file)!r}).write_text(str(proc.pgid))
-        time.sleep(60)
+        from sweep.process import SupervisedProcess
+        SupervisedProcess(["bash", "-c", {f"{_sleeper(marker)} & sleep 600"!r}], Path({str(tmp_path / 'out.log')!r}))
+        time.sleep(600)
     """)])
-    deadline = time.monotonic() + 20
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline, "the parent never started its group"
-        time.sleep(0.05)
-    pgid = int(pid_file.read_text())
-    assert group_alive(pgid)
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    assert _wait_gone(pgid, 10.0), "the trainer's group outlived its trial"
+    try:
+        deadline = time.monotonic() + 20
+        while len(_processes_with(marker)) < 3:
+            assert time.monotonic() < deadline, "the parent never started its command"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert _wait_none_with(marker, 10.0) == [], "the command's tree outlived its trial"
 
 
 @pytest.mark.parametrize("value", [1.0, 0.0, 1e-5, 3])
