@@ -1,9 +1,10 @@
 """A trial's MLflow child run, written from the trial itself (where its run directory and files are).
 
 The run is found again by (parent run, Optuna trial number): a trial that Ray restarts after a crash or
-after a driver restart replaces the unfinished run of its previous attempt, so every trial ends with
-exactly one child run; a trial whose run already finished (the driver died after it ended but before it
-saved its state) gets its recorded result back instead of training again.
+after a driver restart reopens the run of its previous attempt, so every trial has exactly one child run;
+a trial whose run already finished (the driver died after it ended but before it saved its state) gets its
+recorded result back instead of training again, and one whose trainer rejected its input (exit code 2)
+gets that rejection back instead of a retry.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from mlflow.entities import RunTag
 
 from sweep import tracking
 from sweep.events import RunState
-from trainer.protocol import FINAL_FIELDS, FP8, TRAIN, VAL
+from trainer.protocol import EXIT_BAD_INPUT, FINAL_FIELDS, FP8, TRAIN, VAL
 
 OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run directory
 RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
@@ -33,6 +34,11 @@ def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int
 
 
 class ChildRun:
+    """The trial's one child run. A later attempt of the trial (a retry after a crash, a restart after a
+    driver restart) reopens the same run: its params stay, its `sweep.attempt` counts up, and each
+    (metric, step) pair is recorded once, so the loss curve continues from where the earlier attempt
+    stopped instead of starting a second run (README, "MLflow layout")."""
+
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, number: int):
         self.client = tracking.client(uri)
         self.experiment_id = experiment_id
@@ -41,6 +47,7 @@ class ChildRun:
         self.run_id: str | None = None
         self.batch: tracking.MetricBatch | None = None
         self._extra_files: list[tuple[Path, str]] = []
+        self._earlier = tracking.child_runs(self.client, experiment_id, parent_run_id, number)
 
     def also_log(self, path: Path, artifact_dir: str) -> None:
         """Upload `path` (if it exists by then) under `artifact_dir` when the run closes."""
@@ -48,7 +55,7 @@ class ChildRun:
 
     def recorded_result(self) -> dict[str, Any] | None:
         """The final result of an earlier attempt that finished, if there is one."""
-        for run in tracking.child_runs(self.client, self.experiment_id, self.parent_run_id, self.number):
+        for run in self._earlier:
             metrics = run.data.metrics
             if run.info.status == "FINISHED" and tracking.OBJECTIVE_METRIC in metrics:
                 self.run_id = run.info.run_id
@@ -57,18 +64,35 @@ class ChildRun:
                 return result
         return None
 
+    def recorded_rejection(self) -> str | None:
+        """The error of an earlier attempt whose trainer rejected its input (exit code 2): running the same
+        input again would only be rejected again."""
+        for run in self._earlier:
+            if run.info.status == "FAILED" and run.data.tags.get(tracking.TAG_EXIT_CODE) == str(EXIT_BAD_INPUT):
+                return run.data.tags.get(tracking.TAG_ERROR, "the trainer rejected its input (exit code 2)")
+        return None
+
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
-        """Create this attempt's run in place of the unfinished runs of earlier attempts."""
-        earlier = tracking.child_runs(self.client, self.experiment_id, self.parent_run_id, self.number)
-        attempt = 1 + max((int(r.data.tags.get(tracking.TAG_ATTEMPT, "0")) for r in earlier), default=0)
-        for run in earlier:
-            self.client.delete_run(run.info.run_id)
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
-            **tags, tracking.PARENT_RUN_TAG: self.parent_run_id, tracking.TAG_ROLE: "trial",
-            tracking.TAG_TRIAL_NUMBER: str(self.number), tracking.TAG_ATTEMPT: str(attempt)})
-        self.run_id = run.info.run_id
+        """Open the trial's run for this attempt: the earlier attempts' run if there is one, else a new one."""
+        tags = {**tags, tracking.PARENT_RUN_TAG: self.parent_run_id, tracking.TAG_ROLE: "trial",
+                tracking.TAG_TRIAL_NUMBER: str(self.number)}
+        logged: set[tuple[str, int]] = set()
+        if self._earlier:
+            run = self._earlier[0]
+            self.run_id = run.info.run_id
+            tags[tracking.TAG_ATTEMPT] = str(int(run.data.tags.get(tracking.TAG_ATTEMPT, "1")) + 1)
+            self.client.update_run(self.run_id, status="RUNNING")
+            for stale in (tracking.TAG_STATUS, tracking.TAG_ERROR, tracking.TAG_EXIT_CODE):
+                if stale in run.data.tags:
+                    self.client.delete_tag(self.run_id, stale)
+            params = {k: v for k, v in params.items() if k not in run.data.params}
+            logged = tracking.logged_points(self.client, run)
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        else:
+            tags[tracking.TAG_ATTEMPT] = "1"
+            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         tracking.log_params(self.client, self.run_id, params)
-        self.batch = tracking.MetricBatch(self.client, self.run_id)
+        self.batch = tracking.MetricBatch(self.client, self.run_id, logged)
 
     def add_event(self, event: dict[str, Any]) -> None:
         kind, step = event.get("event"), event.get("step")
@@ -81,14 +105,14 @@ class ChildRun:
         self.batch.flush()
 
     def _close(self, status: str, mlflow_status: str, run_dir: Path, metrics: dict[str, float] | None = None,
-               error: str | None = None, step: int = 0) -> None:
+               error: str | None = None, step: int = 0, extra_tags: dict[str, str] | None = None) -> None:
         if metrics:
             self.batch.add(metrics, step=step)
         self.flush()
-        tags = [RunTag(tracking.TAG_STATUS, status)]
+        tags = {tracking.TAG_STATUS: status, **(extra_tags or {})}
         if error:
-            tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(error)))
-        self.client.log_batch(self.run_id, tags=tags)
+            tags[tracking.TAG_ERROR] = tracking.clip(error)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         tracking.log_artifacts(self.client, self.run_id, run_dir, (*tracking.ARTIFACTS, *tracking.EXPORT_ARTIFACTS, OUTPUT_LOG))
         for path, artifact_dir in self._extra_files:
             if path.is_file():
@@ -98,9 +122,9 @@ class ChildRun:
     def finish(self, status: str, metrics: dict[str, float], run_dir: Path, step: int) -> None:
         self._close(status, "FINISHED", run_dir, metrics, step=step)
 
-    def fail(self, error: str, run_dir: Path) -> None:
-        self._close("failed", "FAILED", run_dir, error=error)
+    def fail(self, error: str, run_dir: Path, exit_code: int | None) -> None:
+        tags = {} if exit_code is None else {tracking.TAG_EXIT_CODE: str(exit_code)}
+        self._close("failed", "FAILED", run_dir, error=error, extra_tags=tags)
 
     def stop(self, run_dir: Path) -> None:
         self._close("stopped", "KILLED", run_dir)
-

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from sweep.errors import InputError
@@ -18,6 +19,7 @@ COMMANDS = {
     "verify": "sweep.verify",
     "import-logs": "sweep.import_logs",
 }
+EXIT_INTERRUPTED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -34,7 +36,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM ends a command as Ctrl-C does (README, "Signals"), not with Python's default abrupt exit.
+    signal.signal(signal.SIGTERM, _interrupt)
     p = parser()
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command is None:
@@ -47,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"sweep {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -6,8 +6,10 @@ child runs. `run_sweep` is used both for a new sweep and to resume one.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import sys
 
 import mlflow
 import optuna
@@ -17,15 +19,20 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweep import tracking
+from sweep import credentials, tracking
+from sweep import results_dir as results
+from sweep.errors import InputError
+from sweep.interrupt import Interrupts
 from sweep.live import LiveView
-from sweep.plan import SweepPlan
+from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
 from sweep.process import package_pythonpath
+from sweep.rejection import StopOnRejectedInput, shared_rejection
 from sweep.report import best, best_line, leaderboard, result_state, rows_from_results
 from sweep.search import StudySearcher
 from sweep.space import SearchSpace
-from sweep.study import load_study
+from sweep.study import create_study, load_study
 from sweep.trial import TRIAL_NUMBER_KEY, TrialSettings, run_trial
+from trainer.protocol import EXIT_BAD_INPUT
 from trainer.source import git_sha
 
 # Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
@@ -34,6 +41,7 @@ ASHA_REDUCTION = 2
 # ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
 # it is set beyond any trial's number of validations rather than guessed from a config.
 ASHA_MAX_REPORTS = 10**6
+EXIT_INTERRUPTED = 1
 
 
 def quiet_environment() -> None:
@@ -50,14 +58,18 @@ def quiet_environment() -> None:
 
 
 def start_ray(address: str = "") -> bool:
-    """Connect to the cluster at `address`, or start a local instance; returns whether this call started Ray."""
+    """Connect to the cluster at `address`, or start a local instance (on 127.0.0.1: sweep.local_ray);
+    returns whether this call started Ray. The trials' workers get the MLflow password, if there is one,
+    in their environment (sweep.credentials)."""
     if ray.is_initialized():
         return False
     common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    secrets = credentials.worker_env()
     if address:
-        ray.init(address=address, **common)
+        ray.init(address=address, **({"runtime_env": {"env_vars": secrets}} if secrets else {}), **common)
     else:
-        ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath()}}, **common)
+        ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath(), **secrets}},
+                 dashboard_host="127.0.0.1", **common)
     return True
 
 
@@ -97,7 +109,7 @@ def trial_trainable(settings: TrialSettings):
                                tune.PlacementGroupFactory([bundle]))
 
 
-def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int):
+def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int, stop: StopOnRejectedInput):
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
                              seed=plan.seed)
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
@@ -108,10 +120,10 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int)
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=plan.name, storage_path=plan.results_dir, verbose=0,
+            name=plan.name, storage_path=plan.results_dir, verbose=0, stop=stop,
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-            callbacks=[LiveView(space.metric, space.mode, plan.trials)]))
+            callbacks=[LiveView(space.metric, space.mode, plan.trials), stop]))
 
 
 def _reconcile(results, plan: SweepPlan, space: SearchSpace, pruned: set[int], mlflow_client,
@@ -123,7 +135,6 @@ def _reconcile(results, plan: SweepPlan, space: SearchSpace, pruned: set[int], m
         status = result_state(result, pruned)
         if number is None or status not in ("failed", "pruned", "stopped"):
             continue
-        mlflow_status = "FAILED" if status == "failed" else "KILLED"
         runs = tracking.child_runs(mlflow_client, experiment_id, plan.parent_run_id, int(number))
         if not runs:
             run = mlflow_client.create_run(experiment_id, run_name=f"trial_{number:04d}", tags={
@@ -133,39 +144,90 @@ def _reconcile(results, plan: SweepPlan, space: SearchSpace, pruned: set[int], m
                 k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items() if k != TRIAL_NUMBER_KEY})
             runs = [run]
         for run in runs:
-            tags = [RunTag(tracking.TAG_STATUS, status)]
-            if result.error is not None and tracking.TAG_ERROR not in run.data.tags:
-                tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(str(result.error))))
-            mlflow_client.log_batch(run.info.run_id, tags=tags)
-            if run.info.status in ("RUNNING", "SCHEDULED"):
-                mlflow_client.set_terminated(run.info.run_id, mlflow_status)
+            tracking.end_run(mlflow_client, run, status, "FAILED" if status == "failed" else "KILLED",
+                             error=None if result.error is None else str(result.error))
 
 
-def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
-    """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
-    code: 0 when every trial ended, 1 if the sweep was interrupted."""
-    quiet_environment()
-    space = plan.space()
-    mlflow_client = tracking.client(plan.mlflow_uri)
+def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
+    """Create the sweep's Optuna study, the one atomic step that makes a name this sweep's: another sweep
+    started at the same moment may have picked the same default name, which then moves on to the next
+    free one; a `--name` taken since `sweep run` checked it is refused."""
+    base = plan.name
+    for k in itertools.count(2):
+        if name_given or not results.exists(plan_path(plan.results_dir, plan.name)):
+            try:
+                create_study(plan.storage, plan.name, space.mode)
+                return
+            except optuna.exceptions.DuplicatedStudyError:
+                if name_given:
+                    raise InputError("--name", f"a sweep named {plan.name!r} was started meanwhile; "
+                                               f"pick another --name") from None
+        plan.name = f"{base}-{k}"
+
+
+def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str,
+                 name_given: bool) -> str:
+    """Write what the sweep needs before Ray starts: the study (the claim on the name), `sweep.json`, the
+    MLflow experiment and parent run, then `sweep.json` again with the run's id. A driver killed between
+    two of these leaves what `sweep resume` needs to do the rest. Returns the experiment id."""
+    if not resume:
+        claim_name(plan, space, name_given)
+        plan.save()
     experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
-    if resume:
+    if plan.parent_run_id:
         mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
     else:
         plan.parent_run_id = open_parent_run(plan, space, mlflow_client, experiment_id, command)
         plan.save()
+    return experiment_id
+
+
+def resume_command(plan: SweepPlan) -> str:
+    default = results.normalize(DEFAULT_RESULTS_DIR)
+    return f"sweep resume {plan.name}" + ("" if plan.results_dir == default else f" --results-dir {plan.results_dir}")
+
+
+def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_given: bool = True) -> int:
+    """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
+    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: sweep.interrupt),
+    2 if it stopped because the trainer rejects input every trial gets (sweep.rejection)."""
+    quiet_environment()
+    space = plan.space()
+    interrupts = Interrupts()
+    interrupts.install()
+    experiment_id = None
+    try:
+        mlflow_client = tracking.client(plan.mlflow_uri)
+        with interrupts.deferred():
+            experiment_id = open_records(plan, space, mlflow_client, resume, command, name_given)
+        code = _run_trials(plan, space, mlflow_client, experiment_id, resume, interrupts)
+    except KeyboardInterrupt:
+        if experiment_id is None and not resume:
+            print("sweep run: interrupted before the sweep started; nothing was written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        print(f"interrupted: continue with `{resume_command(plan)}`", flush=True)
+    return code
+
+
+def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, resume: bool,
+                interrupts: Interrupts) -> int:
     keys_as = "environment variables" if space.trainer.env_mode else "arguments"
     runs = f"`{plan.trainer_cmd}` with the keys as {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
     print(f"sweep {plan.name}: {plan.trials} trials of {plan.space_file} ({space.metric}, {space.mode}), "
           f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
-
     settings = TrialSettings(
         sweep=plan.name, preset=plan.preset, objective=space.objective, run_root=str(plan.run_root.resolve()),
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id,
         parent_run_id=plan.parent_run_id, fixed=dict(space.fixed), nproc=plan.nproc_per_trial,
         gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer=space.trainer, seed=plan.seed or 0)
-    started = start_ray(plan.address)
-    outcome = "FAILED"
+    shared_input = {**space.trainer.env, **space.fixed}
+    started = False
+    outcome = "KILLED"
     try:
+        started = start_ray(plan.address)
+        interrupts.install()
         trainable = trial_trainable(settings)
         experiment = plan.tune_path
         if resume and tune.Tuner.can_restore(experiment):
@@ -174,27 +236,38 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "") -> int:
         else:
             # Also a resume whose driver died before Tune saved anything: the searcher then adopts the
             # study's trials, and enqueues only the points the study has not taken yet.
-            tuner = _new_tuner(plan, space, trainable, resolve_concurrency(plan))
-        results = tuner.fit()
+            stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id, shared_input,
+                                       list(space.params))
+            tuner = _new_tuner(plan, space, trainable, resolve_concurrency(plan), stop)
+        with interrupts.tune():
+            results = tuner.fit()
         pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
             deepcopy=False, states=(TrialState.PRUNED,))}
         _reconcile(results, plan, space, pruned, mlflow_client, experiment_id)
         rows = rows_from_results(results, list(space.params), pruned)
-        finished = results.num_terminated + results.num_errors >= plan.trials
-        outcome = "FINISHED" if finished else "KILLED"
         top = best(rows, space.objective)
         summary = leaderboard(rows, space.objective) + "\n" + best_line(top, space.objective)
         print("\n" + summary)
         mlflow_client.log_text(plan.parent_run_id, summary + "\n", tracking.LEADERBOARD_ARTIFACT)
         if top is not None:
             mlflow_client.log_metric(plan.parent_run_id, tracking.BEST_METRIC, top.objective)
-        if not finished:
-            print(f"interrupted: continue with `sweep resume {plan.name}`")
+        rejected = shared_rejection(mlflow_client, experiment_id, plan.parent_run_id, shared_input,
+                                    list(space.params))
+        if rejected is not None:
+            key, message = rejected
+            outcome, code = "FAILED", EXIT_BAD_INPUT
+            print(f"sweep {plan.name}: stopped: the trainer rejects {key}, which every trial gets:\n{message}",
+                  file=sys.stderr)
+        elif results.num_terminated + results.num_errors >= plan.trials and not interrupts.received:
+            outcome, code = "FINISHED", 0
+        else:
+            code = EXIT_INTERRUPTED
         print(f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id}")
         print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
-        return 0 if finished else 1
+        return code
     finally:
-        mlflow_client.set_terminated(plan.parent_run_id, outcome)
-        if started:
-            ray.shutdown()
-
+        with interrupts.deferred():
+            if started:
+                ray.shutdown()
+            tracking.close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+            mlflow_client.set_terminated(plan.parent_run_id, outcome)

@@ -78,6 +78,7 @@ def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
         raise InputError(name, f"no sweep of that name: {path} does not exist")
     try:
         data = json.loads(results.read_text(path))
-        return SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
+        plan = SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
     except (json.JSONDecodeError, TypeError) as e:
         raise InputError(str(path), f"not a readable sweep plan: {e}") from None
+    return plan

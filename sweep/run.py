@@ -3,8 +3,9 @@ the `tiny` preset on the generated corpus, search_spaces/fp8_scales.yaml, 6 tria
 sqlite:///mlflow.db and Optuna in sqlite:///optuna.db next to it.
 
 Every check (the space file, the flags, the trainer accepting each value the space names, or another
-program's script reading each key an env-mode space sets) happens before anything is written or Ray starts;
-a problem exits with code 2 and a message naming the file and key.
+program's script reading each key an env-mode space sets, the stores answering, a fixed `data.path` and
+`data.tokenizer` reading as the trainer reads them) happens before anything is written or Ray starts; a
+problem exits with code 2 and a message naming the file and key, or the flag.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+from sweep import credentials, local_ray, preflight
 from sweep import results_dir as results
 from sweep.errors import InputError
 from sweep.overrides import parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
 from sweep.script_keys import SKIP_FLAG, check_script_keys
 from sweep.space import SearchSpace, check_with_trainer, load_space
+from sweep.store_lock import sqlite_path
 from sweep.study import SAMPLERS, make_sampler, study_exists
 from sweep.trainer_spec import MODES, script_of, split_command
 
@@ -134,6 +137,15 @@ def _check_local_gpus(gpus: int) -> None:
                                              f"use --address to run on a cluster")
 
 
+def _note_password_on_command_line(args: argparse.Namespace) -> None:
+    for flag, value, variable in (("--storage", args.storage, credentials.STORAGE_PASSWORD_ENV),
+                                  ("--mlflow-uri", args.mlflow_uri, credentials.MLFLOW_PASSWORD_ENV)):
+        if value and credentials.split(value)[1] is not None:
+            print(f"sweep run: note: the password in {flag} is kept out of everything the sweep writes, but "
+                  f"this machine's process list shows it while the sweep runs; put it in {variable} instead",
+                  file=sys.stderr)
+
+
 def unique_name(base: str, results_dir: str) -> str:
     """`base`, or `base-K` when the results dir already holds a sweep (or verification) folder of that name."""
     name, k = base, 2
@@ -146,8 +158,8 @@ def _check_new_name(name: str, results_dir: str, storage: str) -> None:
     resume_hint = f"continue it with `sweep resume {name}` or pick another --name"
     if results.exists(plan_path(results_dir, name)):
         raise InputError("--name", f"a sweep named {name!r} already exists in {results_dir}; {resume_hint}")
-    db = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None
-    if db is not None and not Path(db).exists():
+    db = sqlite_path(storage)
+    if db is not None and not db.exists():
         return
     if study_exists(storage, name):
         raise InputError("--name", f"the Optuna storage already holds a study {name!r}; {resume_hint}")
@@ -182,11 +194,17 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
             _check_script_reads_keys(space, sets, where)
     else:
         check_with_trainer(space, preset, world_size=nproc)
+        preflight.check_data(space.fixed, {k: f"--set {k}" if k in sets else f"{space.source}: fixed.{k}"
+                                           for k in space.fixed}, on_this_machine=not args.address)
     make_sampler(args.sampler)
     if gpus and not args.address:
         _check_local_gpus(gpus)
-    mlflow_uri = absolute_sqlite(args.mlflow_uri)
-    storage = absolute_sqlite(args.storage) if args.storage else default_storage(mlflow_uri)
+    _note_password_on_command_line(args)
+    mlflow_uri = absolute_sqlite(credentials.mlflow_uri(args.mlflow_uri))
+    storage = (absolute_sqlite(credentials.storage_url(args.storage)) if args.storage
+               else default_storage(mlflow_uri))
+    preflight.check_mlflow_uri(mlflow_uri)
+    preflight.check_storage(storage)
     results_dir = results.normalize(args.results_dir)
     if args.name:
         if not all(c.isalnum() or c in "-_." for c in args.name):
@@ -206,6 +224,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
 
 def main(args: argparse.Namespace) -> int:
     plan = build_plan(args)
+    local_ray.listen_on_loopback(plan.address)
     from sweep.driver import run_sweep
 
-    return run_sweep(plan, command=shlex.join(["sweep", *sys.argv[1:]]))
+    return run_sweep(plan, command=credentials.redact(shlex.join(["sweep", *sys.argv[1:]])),
+                     name_given=bool(args.name))

@@ -5,6 +5,7 @@ import warnings
 
 import optuna
 
+from sweep import credentials, store_lock
 from sweep.errors import InputError
 
 SAMPLERS = ("tpe", "cmaes", "gp")
@@ -24,7 +25,18 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
 
 
 def make_storage(url: str) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(url)
+    """The storage at `url` (its password, if any, supplied by sweep.credentials), opened under the store
+    lock so that a fresh sqlite file gets its tables from one process at a time."""
+    url = credentials.storage_url(url)
+    with store_lock.first_open(url):
+        return optuna.storages.RDBStorage(url)
+
+
+def create_study(url: str, name: str, mode: str) -> None:
+    """Create the study; optuna.exceptions.DuplicatedStudyError if the storage already has one of that name
+    (the storage's unique study names make this the atomic step that claims a name)."""
+    optuna.create_study(study_name=name, storage=make_storage(url),
+                        direction="minimize" if mode == "min" else "maximize")
 
 
 def study_exists(url: str, name: str) -> bool:

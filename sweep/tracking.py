@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from sweep import credentials, store_lock
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -29,6 +30,7 @@ TAG_TRIAL_ID = "sweep.trial_id"
 TAG_ATTEMPT = "sweep.attempt"
 TAG_STATUS = "sweep.status"              # ok | diverged | wallclock_cap | pruned | failed | stopped
 TAG_ERROR = "sweep.error"                # the tail of the log of a failed trial
+TAG_EXIT_CODE = "sweep.exit_code"        # the trainer's exit code, on a failed trial
 TAG_GPUS = "sweep.gpus_per_trial"
 TAG_NPROC = "sweep.nproc_per_trial"
 TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
@@ -57,7 +59,11 @@ def fp8_metrics(event: dict[str, Any]) -> dict[str, Any]:
 def client(uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    uri = credentials.mlflow_uri(uri)
+    mlflow_client = MlflowClient(tracking_uri=uri)
+    with store_lock.first_open(uri):
+        mlflow_client.search_experiments(max_results=1)  # opens the store: creates or migrates a fresh database
+    return mlflow_client
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
@@ -69,9 +75,18 @@ def default_artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
+        try:
+            return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
+        except MlflowException as e:
+            # Another sweep of the same space created it in the meantime.
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment = mlflow_client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
@@ -99,6 +114,31 @@ def child_runs(mlflow_client, experiment_id: str, parent_run_id: str, trial_numb
             return runs
 
 
+UNFINISHED = ("RUNNING", "SCHEDULED")
+
+
+def end_run(mlflow_client, run, status: str, mlflow_status: str, error: str | None = None) -> None:
+    """Say how a trial ended (`sweep.status`, and `sweep.error` unless the run has one), closing the run
+    if it is still open."""
+    from mlflow.entities import RunTag
+
+    tags = [RunTag(TAG_STATUS, status)]
+    if error and TAG_ERROR not in run.data.tags:
+        tags.append(RunTag(TAG_ERROR, clip(error)))
+    mlflow_client.log_batch(run.info.run_id, tags=tags)
+    if run.info.status in UNFINISHED:
+        mlflow_client.set_terminated(run.info.run_id, mlflow_status)
+
+
+def close_unfinished_children(mlflow_client, experiment_id: str, parent_run_id: str) -> int:
+    """Close the child runs still open once no trial of the sweep runs (their trials were stopped or their
+    workers killed before they could); returns how many there were."""
+    runs = [r for r in child_runs(mlflow_client, experiment_id, parent_run_id) if r.info.status in UNFINISHED]
+    for run in runs:
+        end_run(mlflow_client, run, "stopped", "KILLED")
+    return len(runs)
+
+
 def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
     from mlflow.entities import Param
 
@@ -111,14 +151,15 @@ class MetricBatch:
     """Metrics gathered between two reports and sent in one `log_batch` request.
 
     A (key, step) pair is sent once: the trainer's `train` and `val` events at the same step both
-    carry `train_time_ms`, and the history should hold one point per step.
+    carry `train_time_ms`, and the history should hold one point per step. `logged` holds the pairs the
+    run already has (from an earlier attempt of the trial).
     """
 
-    def __init__(self, mlflow_client, run_id: str):
+    def __init__(self, mlflow_client, run_id: str, logged: Iterable[tuple[str, int]] = ()):
         self.client = mlflow_client
         self.run_id = run_id
         self._pending: list = []
-        self._seen: set[tuple[str, int]] = set()
+        self._seen: set[tuple[str, int]] = set(logged)
 
     def add(self, values: dict[str, Any], step: int, timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -141,6 +182,11 @@ class MetricBatch:
             self.client.log_batch(self.run_id, metrics=chunk)
             sent += 1
         return sent
+
+
+def logged_points(mlflow_client, run) -> set[tuple[str, int]]:
+    """Every (metric, step) pair the run holds."""
+    return {(key, m.step) for key in run.data.metrics for m in mlflow_client.get_metric_history(run.info.run_id, key)}
 
 
 def log_artifacts(mlflow_client, run_id: str, run_dir: Path, names: Iterable[str]) -> None:

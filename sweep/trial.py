@@ -6,7 +6,8 @@ args mode, or `CMD` with every key an environment variable in env mode, where th
 (its name) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
-then retries it per `FailureConfig`). Whatever ends the trial (done, stopped by the scheduler, failed, the
+then retries it per `FailureConfig`, but a retry of a trainer that rejected its input, exit code 2, ends
+at once with the same error: sweep.rejection). Whatever ends the trial (done, stopped by the scheduler, failed, the
 worker killed), every process the trainer started is ended with it (sweep.supervisor).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ray import tune
 
 from sweep import tracking
 from sweep.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics
+from sweep.credentials import SECRET_ENV
 from sweep.events import EventTail, LineTail, RunState
 from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 from sweep.logparse import LiveLog
@@ -94,7 +96,7 @@ def trial_variables(settings: TrialSettings, values: dict[str, Any], trial_name:
 
 
 def trial_env(settings: TrialSettings, run_dir: Path, variables: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # the stores are the sweep's business
     env["PYTHONPATH"] = package_pythonpath()
     # Each rank gets its share of the trial's CPUs; torch would otherwise start one thread per core of
     # the node in every rank of every trial.
@@ -197,6 +199,9 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     if recorded is not None:
         tune.report({**recorded, FINAL_KEY: True, TRIAL_NUMBER_KEY: number})
         return
+    rejection = child.recorded_rejection()
+    if rejection is not None:
+        raise TrialFailed(rejection)
     run_dir = fresh_run_dir(settings.run_root, number)
     variables = trial_variables(settings, values, ctx.get_trial_name(), number)
     if settings.trainer.env_mode:
@@ -239,7 +244,7 @@ def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_d
         if rc != 0 or run.final is None:
             message = failure_message(rc, run, run_dir)
             closed = True
-            child.fail(message, run_dir)
+            child.fail(message, run_dir, rc)
             raise TrialFailed(message)
         value = objective.final(run)
         metrics = final_metrics(run, value, wallclock_s, settings.gpus)
