@@ -66,7 +66,10 @@ def start_ray(address: str = "") -> bool:
     common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     secrets = credentials.worker_env()
     if address:
-        ray.init(address=address, **({"runtime_env": {"env_vars": secrets}} if secrets else {}), **common)
+        try:
+            ray.init(address=address, **({"runtime_env": {"env_vars": secrets}} if secrets else {}), **common)
+        except ConnectionError as e:
+            raise InputError("--address", f"cannot connect to the Ray cluster at {address}: {e}") from None
     else:
         ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath(), **secrets}},
                  dashboard_host="127.0.0.1", **common)
@@ -196,7 +199,11 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
     interrupts = Interrupts()
     interrupts.install()
     experiment_id = None
+    started = False
     try:
+        # Ray first: a cluster that cannot be reached is found before anything is written.
+        started = start_ray(plan.address)
+        interrupts.install()
         mlflow_client = tracking.client(plan.mlflow_uri)
         with interrupts.deferred():
             experiment_id = open_records(plan, space, mlflow_client, resume, command, name_given)
@@ -206,6 +213,10 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
             print("sweep run: interrupted before the sweep started; nothing was written", file=sys.stderr)
             return EXIT_INTERRUPTED
         code = EXIT_INTERRUPTED
+    finally:
+        if started:
+            with interrupts.deferred():
+                ray.shutdown()
     if code == EXIT_INTERRUPTED:
         print(f"interrupted: continue with `{resume_command(plan)}`", flush=True)
     return code
@@ -223,11 +234,8 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
         parent_run_id=plan.parent_run_id, fixed=dict(space.fixed), nproc=plan.nproc_per_trial,
         gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer=space.trainer, seed=plan.seed or 0)
     shared_input = {**space.trainer.env, **space.fixed}
-    started = False
     outcome = "KILLED"
     try:
-        started = start_ray(plan.address)
-        interrupts.install()
         trainable = trial_trainable(settings)
         experiment = plan.tune_path
         if resume and tune.Tuner.can_restore(experiment):
@@ -266,8 +274,7 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
         print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
         return code
     finally:
+        # fit() has stopped every trial by now; one whose worker died could not close its own run.
         with interrupts.deferred():
-            if started:
-                ray.shutdown()
             tracking.close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
             mlflow_client.set_terminated(plan.parent_run_id, outcome)

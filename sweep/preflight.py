@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def check_storage(url: str) -> None:
 
 
 def _check_answers(uri: str, flag: str) -> None:
-    """Any HTTP answer will do (an auth proxy may refuse the health page): only silence is an error."""
+    """Something answers HTTP at `uri` (any status: an auth proxy may refuse the health page), and it
+    answers MLflow's API. MLflow's own client would retry an unreachable server for minutes."""
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=ANSWER_TIMEOUT_S):
             pass
@@ -51,8 +53,33 @@ def _check_answers(uri: str, flag: str) -> None:
         pass
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise InputError(flag, f"{redact(uri)} does not answer within {ANSWER_TIMEOUT_S:g} s ({reason}); "
-                               f"is the MLflow server running and reachable from here?") from None
+        if isinstance(reason, TimeoutError):
+            reason = f"no answer within {ANSWER_TIMEOUT_S:g} s"
+        raise InputError(flag, f"no MLflow server answers at {redact(uri)} ({reason}); is it running and "
+                               f"reachable from here?") from None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with _environment(MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(ANSWER_TIMEOUT_S)), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        except MlflowException as e:
+            raise InputError(flag, f"{redact(uri)} answers, but not as an MLflow tracking server: "
+                                   f"{redact(e.message).splitlines()[0]}") from None
+
+
+@contextmanager
+def _environment(**values: str):
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _check_sqlite_folder(url: str, flag: str) -> Path:

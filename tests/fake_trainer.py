@@ -9,6 +9,7 @@ Keys (all optional):
   fake.step_s (0.01): seconds per step
   fake.format: events (events.jsonl) | nanogpt | golf (reference log lines on stdout)
   fake.crash_seed / fake.diverge_seed: crash (exit 1) / diverge at the middle step when seed equals it
+  data.path: a folder that must exist, as for the trainer: otherwise exit 2 (bad input) naming the key
 Any other key is accepted and ignored (tests put a marker in the command line with one).
 The run directory is --run-dir if given, else $SWEEP_RUN_DIR.
 """
@@ -51,6 +52,9 @@ def val_loss(cfg: dict, step: int) -> float:
 def main() -> int:
     cfg, run_dir = parse(sys.argv[1:])
     run_dir = Path(run_dir or os.environ["SWEEP_RUN_DIR"])
+    if "data.path" in cfg and not Path(str(cfg["data.path"])).is_dir():
+        print(f"error: data.path: no such folder: {cfg['data.path']}", file=sys.stderr)
+        return 2
     rank0 = int(os.environ.get("RANK", "0")) == 0
     total, every = int(cfg.get("train.iterations", 40)), int(cfg.get("train.val_every", 10))
     step_s, fmt, seed = float(cfg.get("fake.step_s", 0.01)), cfg.get("fake.format", "events"), cfg.get("seed", 0)

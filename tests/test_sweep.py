@@ -16,6 +16,7 @@ import optuna
 import pytest
 import yaml
 
+import password_sqlite
 from sweep import tracking
 from sweep.cli import main as sweep_main
 from sweep.objective import DIVERGED_VALUE
@@ -313,3 +314,70 @@ def test_asha_refuses_a_space_that_sweeps_the_validation_interval(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "--scheduler" in done.stderr and "train.val_every" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vals.yaml"]
+
+
+def test_rejected_fixed_input_is_not_retried_and_stops_the_sweep(ray_local, stores, workdir, capsys):
+    # The data lives "on the workers" (another program's keys are not checked here): the first trial's
+    # trainer rejects it, and every other trial would get the same path.
+    space = write_space(workdir, name="rejected", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}})
+    missing = workdir / "no-such-shards"
+    rc = sweep_main(["run", "--mlflow-uri", stores["mlflow"], "--storage", stores["optuna"], "--space", str(space),
+                     "--trials", "4", "--concurrency", "1", "--max-failures", "2", "--name", "rejected",
+                     "--trainer-cmd", PLAIN_FAKE, "--set", f"data.path={missing}"])
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert "stopped: the trainer rejects data.path, which every trial gets" in err
+    assert f"data.path: no such folder: {missing}" in err
+    _, parent, children = sweep_runs(stores, "rejected")
+    assert parent.info.status == "FAILED"
+    run_root = load_plan(workdir / "runs", "rejected").run_root
+    ran = sorted(p.name for p in run_root.iterdir())
+    assert ran == ["trial_0000"]  # one trainer run: no retry (no .attempt1), no second trial
+    first = children[0]
+    assert first.info.status == "FAILED" and first.data.tags[tracking.TAG_ATTEMPT] == "1"
+    assert first.data.tags[tracking.TAG_EXIT_CODE] == "2"
+    assert all(run.info.status != "RUNNING" for run in children.values())
+
+
+def test_a_rejected_swept_value_fails_its_trial_only(ray_local, stores, workdir, capsys):
+    (workdir / "shards").mkdir()
+    space = write_space(workdir, name="onebad", metric="val_loss",
+                        params={"data.path": {"type": "categorical", "choices": ["shards", "missing"]}},
+                        points_to_evaluate=[{"data.path": "missing"}, {"data.path": "shards"}])
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "2", "--concurrency", "1",
+                        "--max-failures", "2", "--name", "onebad", "--trainer-cmd", PLAIN_FAKE)
+    assert rc == 0, out
+    _, _, children = sweep_runs(stores, "onebad")
+    assert children[0].info.status == "FAILED" and children[0].data.tags[tracking.TAG_ATTEMPT] == "1"
+    assert children[1].info.status == "FINISHED"
+    assert not (load_plan(workdir / "runs", "onebad").run_root / "trial_0000.attempt1").exists()
+
+
+def test_the_storage_password_is_written_nowhere(ray_local, workdir, capsys, monkeypatch):
+    password_sqlite.register()
+    storage = password_sqlite.url(workdir / "optuna.db")
+    mlflow_uri = f"sqlite:///{workdir}/mlflow.db"
+    space = write_space(workdir, name="secret", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}})
+    args = ["run", "--mlflow-uri", mlflow_uri, "--storage", storage, "--space", str(space), "--trials", "2",
+            "--name", "secret", "--trainer-cmd", PLAIN_FAKE]
+    monkeypatch.setattr(sys, "argv", ["sweep", *args])  # what the sweep.command tag records
+    rc = sweep_main(args)
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    secret = password_sqlite.PASSWORD
+    assert secret not in out + err
+    assert "process list shows it" in err  # the one place it is: the command line
+    # The store needed the password: the sweep's study is there, opened through the password-checking driver.
+    assert [t.state for t in optuna.load_study(study_name="secret", storage=storage).trials] == \
+        [optuna.trial.TrialState.COMPLETE] * 2
+    plan = load_plan(workdir / "runs", "secret")
+    assert plan.storage == password_sqlite.url(workdir / "optuna.db", password=None)
+    written = [p for p in (workdir / "runs").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pkl" for p in written)  # Tune's pickles are among them
+    assert [p for p in written if secret.encode() in p.read_bytes()] == []
+    _, parent, children = sweep_runs({"mlflow": mlflow_uri}, "secret")
+    assert storage.replace(secret, "***") in parent.data.tags[tracking.TAG_COMMAND]
+    for run in [parent, *children.values()]:
+        assert not any(secret in v for v in [*run.data.tags.values(), *run.data.params.values()])

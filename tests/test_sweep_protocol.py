@@ -20,6 +20,7 @@ from sweep.logparse import LiveLog
 from sweep.objective import DIVERGED_VALUE, Objective
 from sweep.process import SupervisedProcess
 from sweep.report import Row, best, leaderboard
+from test_sweep import processes_with, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,36 +141,14 @@ def test_tied_trials_share_a_rank():
         ("1", "1"), ("1", "4"), ("3", "0"), ("3", "2"), ("-", "3")]
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def _wait_none_with(marker: str, timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while (left := _processes_with(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
 def _sleeper(marker: str, ignore_term: bool = False) -> str:
     """A shell word: a Python process in a session of its own (as torchrun starts its ranks) that sleeps."""
     code = "import signal, time; " + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "")
     return f"setsid {sys.executable} -c '{code}time.sleep(600)' {marker}"
 
 
-def _wait_exit(proc: SupervisedProcess, timeout_s: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while proc.poll() is None:
-        assert time.monotonic() < deadline, "the supervised command never ended"
-        time.sleep(0.02)
+def _wait_exit(proc: SupervisedProcess) -> int:
+    wait_for(lambda: proc.poll() is not None, 30, "the supervised command to end")
     return proc.poll()
 
 
@@ -182,20 +161,17 @@ def test_processes_left_behind_by_a_finished_command_are_ended(tmp_path):
     marker = f"leftover-{uuid.uuid4().hex[:8]}"
     proc = SupervisedProcess(["bash", "-c", f"{_sleeper(marker)} & sleep 0.5; exit 0"], tmp_path / "out.log")
     assert _wait_exit(proc) == 0
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 def test_kill_ends_the_whole_tree_even_in_other_sessions_and_ignoring_sigterm(tmp_path):
     marker = f"treekill-{uuid.uuid4().hex[:8]}"
     proc = SupervisedProcess(["bash", "-c", f"trap '' TERM; {_sleeper(marker, ignore_term=True)} & sleep 600"],
                              tmp_path / "out.log")
-    deadline = time.monotonic() + 20
-    while len(_processes_with(marker)) < 3:  # the supervisor, bash and the escaped sleeper
-        assert time.monotonic() < deadline, "the command never started"
-        time.sleep(0.05)
+    wait_for(lambda: len(processes_with(marker)) == 3, 20, "the supervisor, bash and the escaped sleeper")
     proc.kill()
     assert proc.poll() == -signal.SIGTERM
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 def test_tree_dies_when_the_trial_process_is_sigkilled(tmp_path):
@@ -211,14 +187,12 @@ def test_tree_dies_when_the_trial_process_is_sigkilled(tmp_path):
         time.sleep(600)
     """)])
     try:
-        deadline = time.monotonic() + 20
-        while len(_processes_with(marker)) < 3:
-            assert time.monotonic() < deadline, "the parent never started its command"
-            time.sleep(0.05)
+        # The parent (its script names the marker), the supervisor, bash and the escaped sleeper.
+        wait_for(lambda: len(processes_with(marker)) == 4, 20, "the parent to start its command")
     finally:
         parent.kill()
         parent.wait()
-    assert _wait_none_with(marker, 10.0) == [], "the command's tree outlived its trial"
+    wait_for(lambda: not processes_with(marker), 10, "the command's tree to end with its trial")
 
 
 @pytest.mark.parametrize("value", [1.0, 0.0, 1e-5, 3])
