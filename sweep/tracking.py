@@ -60,10 +60,8 @@ def client(uri: str):
     from mlflow import MlflowClient
 
     uri = credentials.mlflow_uri(uri)
-    mlflow_client = MlflowClient(tracking_uri=uri)
     with store_lock.first_open(uri):
-        mlflow_client.search_experiments(max_results=1)  # opens the store: creates or migrates a fresh database
-    return mlflow_client
+        return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a fresh database
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
