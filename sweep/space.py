@@ -21,8 +21,9 @@ diverged_value: 1.0e6     # optional, see sweep.objective
 ```
 
 For the built-in trainer, keys are checked against the trainer's schema (`trainer/presets/base.yaml`) and
-every point the file names, plus both ends of every range, is resolved by the trainer's own config loader,
-so a value the trainer would refuse at launch is refused here instead. For another program in env mode,
+every point the file names, every choice, both ends of every range and every value of a small int range
+(a spread sample of a large one) is resolved by the trainer's own config loader, so a value the trainer
+would refuse at launch is refused here instead. For another program in env mode,
 keys must be environment variable names, and `sweep.script_keys` checks that its script reads them.
 """
 from __future__ import annotations
@@ -46,6 +47,8 @@ TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "p
             "diverged_value")
 PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low", "high", "log", "step"),
               "categorical": ("type", "choices")}
+SMALL_INT_RANGE = 64   # an int range with at most this many values is checked value by value
+PROBE_SAMPLE = 64      # values checked across a larger int range
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,25 @@ class Param:
         return self.low <= value <= self.high
 
     def probes(self) -> list[Any]:
-        """Values worth resolving with the trainer: both ends of a range, every choice."""
-        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+        """Values worth resolving with the trainer: every choice; every value of an int range of at most
+        SMALL_INT_RANGE values, else both ends and PROBE_SAMPLE values spread over it (evenly, or evenly in
+        log space for a log range), since a shape constraint (heads dividing the width) can refuse a value
+        inside a range whose ends pass; both ends of a float range, where the trainer checks bounds only."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "float":
+            return [self.low, self.high]
+        step = self.step or 1
+        count = (self.high - self.low) // step + 1
+        if count <= SMALL_INT_RANGE:
+            return list(range(self.low, self.high + 1, step))
+        if self.log:
+            ratio = self.high / self.low
+            spread = [self.low * ratio ** (i / (PROBE_SAMPLE - 1)) for i in range(PROBE_SAMPLE)]
+        else:
+            spread = [self.low + (self.high - self.low) * i / (PROBE_SAMPLE - 1) for i in range(PROBE_SAMPLE)]
+        on_grid = {min(self.high, self.low + round((v - self.low) / step) * step) for v in spread}
+        return sorted(on_grid | {self.low, self.high})
 
 
 @dataclass
@@ -282,10 +302,10 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def check_with_trainer(space: SearchSpace, preset: str, world_size: int | None = None) -> None:
-    """Resolve every point of the space and both ends of every range with the trainer's config loader.
+    """Resolve every point of the space and each parameter's probe values with the trainer's config loader.
 
-    Each range end is resolved with the other swept keys at their first point (or their low end), so the
-    check costs a few milliseconds per value rather than a grid.
+    Each probe value is resolved with the other swept keys at their first point (or their first probe), so
+    the check costs a few milliseconds per value rather than a grid.
     """
     schema = flatten(load_config())
     for section, keys in (("params", space.params), ("fixed", space.fixed)):

@@ -137,6 +137,32 @@ def test_a_value_the_trainer_would_refuse_at_launch_is_refused_up_front(tmp_path
     assert "train.untie_frac" in err.value.message and "[0, 1]" in err.value.message
 
 
+def test_a_value_refused_inside_a_small_int_range_is_found(tmp_path):
+    # The tiny preset's width is 64 with 2 KV heads: 2 and 4 heads pass, 3 does not, though both ends do not
+    # tell (8 passes too).
+    path = write(tmp_path, variant(**{"params/model.num_heads": {"type": "int", "low": 2, "high": 8},
+                                      "points_to_evaluate": None}))
+    with pytest.raises(InputError) as err:
+        check_with_trainer(load_space(path), "tiny")
+    assert "params.model.num_heads = 3" in str(err.value)
+
+
+def test_probe_values_cover_small_int_ranges_and_spread_over_large_ones():
+    def probes(**spec):
+        return parse_space(yaml.safe_dump({"name": "p", "metric": "val_loss", "preset": "tiny",
+                                           "params": {"k": spec}}), "p.yaml").params["k"].probes()
+
+    assert probes(type="int", low=2, high=8) == [2, 3, 4, 5, 6, 7, 8]
+    assert probes(type="int", low=10, high=100, step=10) == list(range(10, 101, 10))
+    wide = probes(type="int", low=0, high=10_000, step=2)
+    assert wide[0] == 0 and wide[-1] == 10_000 and 60 <= len(wide) <= 66
+    assert all(v % 2 == 0 for v in wide) and len(set(wide)) == len(wide)
+    logged = probes(type="int", low=1, high=100_000, log=True)
+    assert logged[0] == 1 and logged[-1] == 100_000 and sum(v < 100 for v in logged) > len(logged) / 3
+    assert probes(type="float", low=0.1, high=2.0) == [0.1, 2.0]
+    assert probes(type="categorical", choices=["a", "b"]) == ["a", "b"]
+
+
 def test_a_float_range_on_an_integer_key_is_refused(tmp_path):
     path = write(tmp_path, variant(**{"params/train.warmdown_iters": {"type": "float", "low": 10.5, "high": 60.0}}))
     with pytest.raises(InputError) as err:
