@@ -154,7 +154,7 @@ def unique_name(base: str, results_dir: str) -> str:
     return name
 
 
-def _check_new_name(name: str, results_dir: str, storage: str) -> None:
+def check_new_name(name: str, results_dir: str, storage: str) -> None:
     resume_hint = f"continue it with `sweep resume {name}` or pick another --name"
     if results.exists(plan_path(results_dir, name)):
         raise InputError("--name", f"a sweep named {name!r} already exists in {results_dir}; {resume_hint}")
@@ -210,7 +210,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         if not all(c.isalnum() or c in "-_." for c in args.name):
             raise InputError("--name", f"use letters, digits, '-', '_' or '.', got {args.name!r}")
         name = args.name
-        _check_new_name(name, results_dir, storage)
+        check_new_name(name, results_dir, storage)
     else:
         name = unique_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
     return SweepPlan(

@@ -18,9 +18,15 @@ import uuid
 from pathlib import Path
 
 import optuna
+import pytest
 
 from sweep import tracking
-from sweep.plan import load_plan
+from sweep.driver import claim_name
+from sweep.errors import InputError
+from sweep.plan import SweepPlan, load_plan
+from sweep.rejection import fixed_input_named
+from sweep.space import load_space
+from sweep.study import create_study
 from sweep.supervisor import descendants
 from test_sweep import FAKE, PLAIN_FAKE, processes_with, wait_for, write_space
 
@@ -188,3 +194,32 @@ def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
     assert any("gcs_server" in c for c in commands.values()) and any("raylet" in c for c in commands.values())
     exposed = {pid: [s for s in socks if s[0] not in LOOPBACK] for pid, socks in sockets.items()}
     assert not any(exposed.values()), json.dumps({commands.get(p, p): s for p, s in exposed.items() if s})
+
+
+def _plan(tmp_path: Path, name: str) -> SweepPlan:
+    return SweepPlan(name=name, experiment="e", space_file="s.yaml", space_text="", preset="tiny", trials=1,
+                     concurrency=1, gpus_per_trial=0, nproc_per_trial=1, cpus_per_trial=1, scheduler="fifo",
+                     sampler="tpe", max_failures=0, mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                     storage=f"sqlite:///{tmp_path}/optuna.db", results_dir=str(tmp_path / "runs"), cwd=str(tmp_path))
+
+
+def test_a_default_name_taken_meanwhile_moves_on_and_a_given_one_is_refused(tmp_path):
+    space = load_space(write_space(tmp_path, name="claims", metric="val_loss",
+                                   params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}}))
+    create_study(f"sqlite:///{tmp_path}/optuna.db", "claims-1", "min")  # the other sweep won the race
+    plan = _plan(tmp_path, "claims-1")
+    claim_name(plan, space, name_given=False)
+    assert plan.name == "claims-1-2"
+    assert sorted(optuna.get_all_study_names(plan.storage)) == ["claims-1", "claims-1-2"]
+    with pytest.raises(InputError, match="--name"):
+        claim_name(_plan(tmp_path, "claims-1"), space, name_given=True)
+
+
+@pytest.mark.parametrize("message, key", [
+    ("the trainer rejected its input (exit code 2)\nerror event: data.path: no such folder: /d", "data.path"),
+    ("error event: /d/fineweb_train_000001.bin: wrong magic number 7 (expected 20240520)", "data.path"),
+    ("error event: model.num_heads: 3 does not divide model.model_dim 64", None),  # a swept key: the values
+    ("error event: unrelated", None),
+])
+def test_a_rejection_is_shared_when_it_names_fixed_input_only(message, key):
+    assert fixed_input_named(message, {"data.path": "/d", "seed": 1}, ["model.num_heads"]) == key
