@@ -114,8 +114,23 @@ def test_head_starts_ray_mlflow_and_the_optuna_database(prepared):
     (db,) = [c for c in cmds if "createdb" in c]
     assert "optuna" in db and "listen_addresses" in db
     (env,) = [c for c in cmds if "gpt-sweep.env" in c and "SWEEP_STORAGE=" in c]
-    assert "postgresql+psycopg2://sweep:" in env and "SWEEP_MLFLOW_URI=http://$head_ip:5000" in env
+    assert "postgresql+psycopg2://sweep@" in env and "SWEEP_MLFLOW_URI=http://$head_ip:5000" in env
     assert not any("--dashboard-host=0.0.0.0" in c for c in cmds)
+
+
+def test_the_database_password_is_on_no_command_line(prepared):
+    # Ray runs each command through `bash -c`; the password may be read into a file or a heredoc by bash
+    # itself, never passed to a program as an argument.
+    text = "\n".join(_commands(prepared, "head_setup_commands", "head_start_ray_commands", "setup_commands"))
+    reads = [line.strip() for line in text.splitlines() if ".gpt-sweep-db-password" in line]
+    assert reads == ["[ -f ~/.gpt-sweep-db-password ] || (umask 077; openssl rand -hex 24 > ~/.gpt-sweep-db-password)",
+                     "ALTER ROLE sweep PASSWORD '$(cat ~/.gpt-sweep-db-password)';",
+                     '(umask 077; echo "*:5432:*:sweep:$(cat ~/.gpt-sweep-db-password)" > ~/.pgpass)']
+    (mlflow,) = [c for c in prepared["head_start_ray_commands"] if "mlflow\" server" in c]
+    assert re.search(r'--backend-store-uri "postgresql\+psycopg2://sweep@127\.0\.0\.1:5432/mlflow"', mlflow)
+    assert "PGPASSFILE" in mlflow
+    (db,) = [c for c in prepared["head_start_ray_commands"] if "ALTER ROLE" in c]
+    assert re.search(r"psql -q <<EOF\nALTER ROLE sweep PASSWORD '\$\(cat ~/.gpt-sweep-db-password\)';\nEOF", db)
 
 
 def test_settings_scripts_write_what_the_sweep_reads(raw, tmp_path):
@@ -132,8 +147,12 @@ def test_settings_scripts_write_what_the_sweep_reads(raw, tmp_path):
                          env=env, check=True, capture_output=True, text=True).stdout.splitlines()
     _, bucket, storage, mlflow_uri, tune, data = out
     assert bucket.startswith("s3://") and " " not in bucket
-    assert re.fullmatch(r"postgresql\+psycopg2://sweep:0123abcd@[\d.]+:5432/optuna", storage)
+    assert re.fullmatch(r"postgresql\+psycopg2://sweep@[\d.]+:5432/optuna", storage)
     assert re.fullmatch(r"http://[\d.]+:5000", mlflow_uri)
     assert tune == f"{bucket}/tune"
     assert data == f"data.path={tmp_path}/gpt-sweep-data/datasets/fineweb10B_sp1024"
     assert oct((tmp_path / "gpt-sweep.env").stat().st_mode & 0o777) == "0o600"
+    assert "0123abcd" not in (tmp_path / "gpt-sweep.env").read_text()
+    # libpq's password file: any host, port 5432, any database, user sweep; libpq ignores it unless 0600.
+    assert (tmp_path / ".pgpass").read_text() == "*:5432:*:sweep:0123abcd\n"
+    assert oct((tmp_path / ".pgpass").stat().st_mode & 0o777) == "0o600"
