@@ -41,18 +41,22 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # SIGTERM ends a command as Ctrl-C does (README, "Signals"), not with Python's default abrupt exit.
-    signal.signal(signal.SIGTERM, _interrupt)
-    p = parser()
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command is None:
-        p.print_help(sys.stderr)
-        return EXIT_BAD_INPUT
+    # SIGINT and SIGTERM end a command the same way (README, "Signals"): SIGTERM not with Python's abrupt
+    # default, SIGINT even when the shell started us with it ignored (a background job).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    command = "sweep"
     try:
+        p = parser()
+        args = p.parse_args(sys.argv[1:] if argv is None else argv)
+        if args.command is None:
+            p.print_help(sys.stderr)
+            return EXIT_BAD_INPUT
+        command = f"sweep {args.command}"
         return args.handler(args)
     except InputError as e:
-        print(f"sweep {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"sweep {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

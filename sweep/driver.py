@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import sys
 
 import mlflow
@@ -60,19 +61,29 @@ def quiet_environment() -> None:
 def start_ray(address: str = "") -> bool:
     """Connect to the cluster at `address`, or start a local instance (on 127.0.0.1: sweep.local_ray);
     returns whether this call started Ray. The trials' workers get the MLflow password, if there is one,
-    in their environment (sweep.credentials)."""
+    in their environment (sweep.credentials).
+
+    `ray.init` installs a SIGTERM handler of its own that exits with status 15; the caller's handler is put
+    back afterwards, and a SIGTERM during `ray.init` is an interrupt like any other (README, "Signals")."""
     if ray.is_initialized():
         return False
     common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     secrets = credentials.worker_env()
-    if address:
-        try:
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        if address:
             ray.init(address=address, **({"runtime_env": {"env_vars": secrets}} if secrets else {}), **common)
-        except ConnectionError as e:
-            raise InputError("--address", f"cannot connect to the Ray cluster at {address}: {e}") from None
-    else:
-        ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath(), **secrets}},
-                 dashboard_host="127.0.0.1", **common)
+        else:
+            ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath(), **secrets}},
+                     dashboard_host="127.0.0.1", **common)
+    except ConnectionError as e:
+        raise InputError("--address", f"cannot connect to the Ray cluster at {address}: {e}") from None
+    except SystemExit as e:
+        if e.code != signal.SIGTERM:
+            raise
+        raise KeyboardInterrupt(signal.SIGTERM.name) from None
+    finally:
+        signal.signal(signal.SIGTERM, handler)
     return True
 
 
@@ -203,9 +214,8 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
     try:
         # Ray first: a cluster that cannot be reached is found before anything is written.
         started = start_ray(plan.address)
-        interrupts.install()
-        mlflow_client = tracking.client(plan.mlflow_uri)
-        with interrupts.deferred():
+        with interrupts.deferred():  # a first open of a sqlite store migrates it: never stopped half-way
+            mlflow_client = tracking.client(plan.mlflow_uri)
             experiment_id = open_records(plan, space, mlflow_client, resume, command, name_given)
         code = _run_trials(plan, space, mlflow_client, experiment_id, resume, interrupts)
     except KeyboardInterrupt:
