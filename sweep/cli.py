@@ -10,6 +10,7 @@ import signal
 import sys
 
 from sweep.errors import InputError
+from sweep.interrupt import EXIT_INTERRUPTED
 
 COMMANDS = {
     "run": "sweep.run",
@@ -19,7 +20,6 @@ COMMANDS = {
     "verify": "sweep.verify",
     "import-logs": "sweep.import_logs",
 }
-EXIT_INTERRUPTED = 1
 EXIT_BAD_INPUT = 2
 
 

@@ -23,7 +23,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from sweep import credentials, tracking
 from sweep import results_dir as results
 from sweep.errors import InputError
-from sweep.interrupt import Interrupts
+from sweep.interrupt import EXIT_INTERRUPTED, Interrupts
 from sweep.live import LiveView
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
 from sweep.process import package_pythonpath
@@ -42,7 +42,6 @@ ASHA_REDUCTION = 2
 # ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
 # it is set beyond any trial's number of validations rather than guessed from a config.
 ASHA_MAX_REPORTS = 10**6
-EXIT_INTERRUPTED = 1
 
 
 def quiet_environment() -> None:
@@ -181,8 +180,8 @@ def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
 
 def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str,
                  name_given: bool) -> str:
-    """Write what the sweep needs before Ray starts: the study (the claim on the name), `sweep.json`, the
-    MLflow experiment and parent run, then `sweep.json` again with the run's id. A driver killed between
+    """Write what the sweep needs before its trials start: the study (the claim on the name), `sweep.json`,
+    the MLflow experiment and parent run, then `sweep.json` again with the run's id. A driver killed between
     two of these leaves what `sweep resume` needs to do the rest. Returns the experiment id."""
     if not resume:
         claim_name(plan, space, name_given)

@@ -78,7 +78,6 @@ def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
         raise InputError(name, f"no sweep of that name: {path} does not exist")
     try:
         data = json.loads(results.read_text(path))
-        plan = SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
+        return SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
     except (json.JSONDecodeError, TypeError) as e:
         raise InputError(str(path), f"not a readable sweep plan: {e}") from None
-    return plan

@@ -6,9 +6,9 @@ args mode, or `CMD` with every key an environment variable in env mode, where th
 (its name) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
-then retries it per `FailureConfig`, but a retry of a trainer that rejected its input, exit code 2, ends
-at once with the same error: sweep.rejection). Whatever ends the trial (done, stopped by the scheduler, failed, the
-worker killed), every process the trainer started is ended with it (sweep.supervisor).
+then retries it per `FailureConfig`, but the retry of a trainer that rejected its input, exit code 2, ends
+at once with the same error: sweep.rejection). Whatever ends the trial (done, stopped by the scheduler,
+failed, the worker killed), every process the trainer started is ended with it (sweep.supervisor).
 """
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_d
     closed = False
     started = time.monotonic()
     proc = SupervisedProcess(build_command(settings, values, run_dir), run_dir / OUTPUT_LOG,
-                        env=trial_env(settings, run_dir, variables), cwd=settings.cwd)
+                             env=trial_env(settings, run_dir, variables), cwd=settings.cwd)
     try:
         last_flush = time.monotonic()
         while True:
