@@ -3,6 +3,7 @@ flag and the problem, leaves the folder as it was, and starts no Ray (each runs 
 from the command line)."""
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -28,6 +29,23 @@ def test_an_unreachable_mlflow_server_exits_2_at_once_with_nothing_written(tmp_p
     assert took < 30, f"took {took:.1f} s"
     assert "--mlflow-uri" in done.stderr and "no MLflow server answers at http://127.0.0.1:9" in done.stderr
     assert done.stdout.strip() == "ray never imported"
+    assert _written(tmp_path) == []
+
+
+def test_an_mlflow_server_that_never_answers_exits_2_within_30_s(tmp_path):
+    # A port that accepts connections (the kernel's backlog) but whose server never reads or writes.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        started = time.monotonic()
+        done = sweep_run_in(tmp_path, "--mlflow-uri", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert done.returncode == 2, done.stderr
+    assert took < 30, f"took {took:.1f} s"
+    assert "no answer within 5 s" in done.stderr
     assert _written(tmp_path) == []
 
 
