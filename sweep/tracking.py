@@ -46,6 +46,9 @@ ARTIFACTS = (LOG_FILE, CONFIG_FILE, EVENTS_FILE)
 EXPORT_ARTIFACTS = tuple(ARTIFACT_FILES.values())  # when the run exported one
 LEADERBOARD_ARTIFACT = "leaderboard.txt"  # on the parent run
 
+# MLflow 3's UI opens an experiment on its GenAI overview unless this tag says it holds model training runs;
+# with it the UI opens on the runs table (parent sweeps with their trials).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 MAX_TAG_CHARS = 8000
 _BATCH = 1000
 _PARAM_BATCH = 100
@@ -79,7 +82,8 @@ def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
+            return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri, name),
+                                                   tags=dict([EXPERIMENT_KIND]))
         except MlflowException as e:
             # Another sweep of the same space created it in the meantime.
             if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
@@ -87,6 +91,8 @@ def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
             experiment = mlflow_client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(experiment.experiment_id)
+    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow_client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
     return experiment.experiment_id
 
 

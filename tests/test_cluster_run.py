@@ -11,6 +11,7 @@ carries a marker in its environment, which the teardown checks is gone.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -173,6 +175,11 @@ def test_sweep_submitted_as_a_ray_job_lands_in_the_mlflow_server(mlflow_server, 
 
         client = tracking.client(server_uri)
         experiment = client.get_experiment_by_name(name)   # --name names the experiment too
+        # What the server's UI reads to open the experiment on its runs view rather than the GenAI overview.
+        query = urllib.parse.urlencode({"experiment_name": name})
+        with urllib.request.urlopen(f"{server_uri}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10) as r:
+            tags = {t["key"]: t["value"] for t in json.load(r)["experiment"].get("tags", [])}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
         (parent,) = client.search_runs([experiment.experiment_id], f"tags.`{tracking.TAG_SWEEP}` = '{name}' and "
                                                                    f"tags.`{tracking.TAG_ROLE}` = 'sweep'")
         assert parent.info.status == "FINISHED"
