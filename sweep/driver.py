@@ -15,7 +15,6 @@ import sys
 import mlflow
 import optuna
 import ray
-from mlflow.entities import RunTag
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler

@@ -23,16 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow-uri", default=DEFAULT_MLFLOW_URI, help=f"MLflow tracking URI (default {DEFAULT_MLFLOW_URI})")
 
 
-def _all(search) -> list:
-    runs, token = [], None
-    while True:
-        page = search(token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def sweeps(uri: str) -> list[dict]:
     """One row per sweep, newest first."""
     client = tracking.client(uri)
@@ -40,8 +30,8 @@ def sweeps(uri: str) -> list[dict]:
     if not experiments:
         return []
     ids = list(experiments)
-    parents = _all(lambda token: client.search_runs(ids, f"tags.`{tracking.TAG_ROLE}` = 'sweep'", max_results=1000,
-                                                     page_token=token, order_by=["attributes.start_time DESC"]))
+    parents = tracking.search_all(client, ids, f"tags.`{tracking.TAG_ROLE}` = 'sweep'",
+                                  order_by=["attributes.start_time DESC"])
     rows = []
     for run in parents:
         children = tracking.child_runs(client, run.info.experiment_id, run.info.run_id)

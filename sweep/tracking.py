@@ -107,15 +107,20 @@ def child_filter(parent_run_id: str, trial_number: int | None = None) -> str:
     return text
 
 
-def child_runs(mlflow_client, experiment_id: str, parent_run_id: str, trial_number: int | None = None) -> list:
+def search_all(mlflow_client, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list:
+    """Every run matching the filter, over as many result pages as there are."""
     runs, token = [], None
     while True:
-        page = mlflow_client.search_runs([experiment_id], child_filter(parent_run_id, trial_number),
-                                         max_results=1000, page_token=token)
+        page = mlflow_client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token,
+                                         order_by=order_by)
         runs.extend(page)
         token = page.token
         if not token:
             return runs
+
+
+def child_runs(mlflow_client, experiment_id: str, parent_run_id: str, trial_number: int | None = None) -> list:
+    return search_all(mlflow_client, [experiment_id], child_filter(parent_run_id, trial_number))
 
 
 UNFINISHED = ("RUNNING", "SCHEDULED")

@@ -8,7 +8,7 @@ import time
 from trainer import distributed, events
 from trainer.config import ConfigError, load_config, preset_names, to_yaml
 from trainer.job import run_job
-from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
+from trainer.protocol import ERROR, EXIT_BAD_INPUT, EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(run_dir: str | None, message: str, code: int) -> int:
     if run_dir is not None and distributed.int_env("RANK") == 0:
         log = events.RunLog(run_dir, active=True, echo=False)
-        log.event("error", message=message)
+        log.event(ERROR, message=message)
         log.close()
     events.stderr(message)
     return code

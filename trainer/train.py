@@ -46,6 +46,8 @@ class Trainer:
         # given for the summed loss, as upstream's is (docs/fp8.md).
         self.model.set_fp8(cfg.fp8.enabled, cfg.fp8.x_s, cfg.fp8.w_s, cfg.fp8.grad_s,
                            loss_tokens=t.batch_tokens / d.world_size)
+        # With end values the scales move every step; otherwise the buffers keep what set_fp8 filled in.
+        self.fp8_scheduled = any(cfg.fp8[f"{k}_end"] is not None for k in ("x_s", "w_s", "grad_s"))
         self.forward = self._compiled(self.model) if cfg.compile.enabled else self.model
         groups = parameter_groups(self.model)
         o = cfg.optim
@@ -144,7 +146,7 @@ class Trainer:
         cap_ms = t.max_wallclock_seconds * 1000.0
         tokens_per_step = t.batch_tokens
         log.write_file(protocol.CONFIG_FILE, to_yaml(cfg))
-        log.event("start", config=cfg, world_size=self.dist.world_size, device=str(self.dist.device),
+        log.event(protocol.START, config=cfg, world_size=self.dist.world_size, device=str(self.dist.device),
                   torch_version=torch.__version__, git_sha=git_sha())
         log.line(f"world_size:{self.dist.world_size} device:{self.dist.device} torch:{torch.__version__} "
                  f"params:{sum(p.numel() for p in self.model.parameters())}")
@@ -165,14 +167,14 @@ class Trainer:
             if not last and self.model.tied and schedule.untie_due(
                     step, t.untie_frac, schedule.estimated_total_steps(step, total, elapsed, cap_ms)):
                 self.untie()
-                log.event("untie", step=step)
+                log.event(protocol.UNTIE, step=step)
                 log.line(f"untie step:{step}/{total}")
             if last or (t.val_every > 0 and step > 0 and step % t.val_every == 0):
                 clock.pause()
                 val = self.evaluate()
                 train_ms = clock.elapsed_ms()
                 avg = train_ms / max(step, 1)
-                log.event("val", step=step, val_loss=val.loss, val_bpb=val.bpb, train_time_ms=train_ms,
+                log.event(protocol.VAL, step=step, val_loss=val.loss, val_bpb=val.bpb, train_time_ms=train_ms,
                           step_avg_ms=avg)
                 log.line(events.val_line(step, total, val.loss, val.bpb, train_ms, avg))
                 clock.start()
@@ -182,7 +184,8 @@ class Trainer:
             momentum = schedule.muon_momentum(step, cfg.optim.muon_momentum_warmup_start, cfg.optim.muon_momentum,
                                               cfg.optim.muon_momentum_warmup_steps)
             scales = self.fp8_scales(schedule.progress(step, total, elapsed, cap_ms))
-            self.model.lm_head.set_fp8_scales(*scales)
+            if self.fp8_scheduled:
+                self.model.lm_head.set_fp8_scales(*scales)
             stats = RangeStats(self.dist.device, seed=step) if self._fp8_measured(step) else None
             with fp8.observe(stats) if stats is not None else contextlib.nullcontext():
                 loss = self.train_step(lr_mul, momentum)
@@ -196,7 +199,7 @@ class Trainer:
                 (train_loss,) = self._agreed([loss.item()], dist.ReduceOp.SUM)
                 train_loss /= self.dist.world_size
                 now = clock.elapsed_ms()
-                log.event("train", step=step, total_steps=total, train_loss=train_loss, train_time_ms=now,
+                log.event(protocol.TRAIN, step=step, total_steps=total, train_loss=train_loss, train_time_ms=now,
                           step_avg_ms=now / step, tokens=step * tokens_per_step)
                 log.line(events.train_line(step, total, train_loss, now, now / step))
                 if not math.isfinite(train_loss):
@@ -216,14 +219,14 @@ class Trainer:
         if cfg.export.enabled and status != "diverged" and log.run_dir is not None:
             # Before `final`, so a reader that stops at `final` has the export too.
             export_and_evaluate(self.model, cfg, log.run_dir, self.evaluator.evaluate, log=log, step=step)
-        log.event("final", **final)
+        log.event(protocol.FINAL, **final)
         return final
 
     def _report_fp8(self, step: int, total: int, scales: tuple[float, float, float],
                     stats: RangeStats) -> dict[str, dict[str, float]]:
         figures = stats.figures()
         x_s, w_s, grad_s = scales
-        self.log.event("fp8", step=step, x_s=x_s, w_s=w_s, grad_s=grad_s, **event_fields(figures))
+        self.log.event(protocol.FP8, step=step, x_s=x_s, w_s=w_s, grad_s=grad_s, **event_fields(figures))
         self.log.line(events.fp8_line(step, total, scales, figures))
         return figures
 

@@ -22,7 +22,7 @@ from trainer.export.accounting import SizeReport, size_report
 from trainer.export.artifact import ArtifactInfo, load_artifact, save_artifact
 from trainer.export.schemes import get_scheme
 from trainer.model import GPT
-from trainer.protocol import ARTIFACT_FILES
+from trainer.protocol import ARTIFACT_FILES, EXPORT
 
 
 # `evaluate(model)` runs the validation on `model` on every rank and returns an object with `.loss` and
@@ -110,5 +110,5 @@ the trained model), and return the `export` event fields:
     if log is not None:
         for line in reference_lines(info, sizes, result.loss, result.bpb, eval_ms):
             log.line(line)
-        log.event("export", **fields)
+        log.event(EXPORT, **fields)
     return fields
