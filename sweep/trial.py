@@ -28,12 +28,12 @@ from sweep import tracking
 from sweep.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics
 from sweep.credentials import SECRET_ENV
 from sweep.events import EventTail, LineTail, RunState
-from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 from sweep.logparse import LiveLog
 from sweep.objective import Objective
 from sweep.overrides import format_override, format_overrides, format_value
 from sweep.process import SupervisedProcess, package_pythonpath
 from sweep.trainer_spec import TrainerSpec
+from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 
 TRIAL_NUMBER_KEY = "trial_number"   # put into each trial's config by the searcher
 FINAL_KEY = "reached_final"         # True only on a result made from the trainer's final event
