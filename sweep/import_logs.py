@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from sweep import tracking
+from sweep import stores, tracking
 from sweep.errors import InputError
 from sweep.logparse import NotATrainingLog, ParsedLog, parse_log
 
 HELP = "import modded-nanogpt / parameter-golf / train.log files into MLflow as runs"
 DEFAULT_EXPERIMENT = "imported-logs"
-DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
 LOG_SUFFIXES = (".txt", ".log")
 
 ROLE_IMPORT = "import"                      # value of tracking.TAG_ROLE on an imported run
@@ -105,8 +104,9 @@ def log_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _check_tracking_uri(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+    db = stores.sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
         if not folder.is_dir():
             raise InputError("--mlflow-uri", f"folder {folder} of the sqlite database does not exist")
     elif not re.match(r"^(https?|postgresql(\+\w+)?|mysql(\+\w+)?|databricks)://", uri):
@@ -161,7 +161,7 @@ def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog)
 
 
 def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EXPERIMENT,
-                tracking_uri: str = DEFAULT_MLFLOW_URI) -> ImportReport:
+                tracking_uri: str = stores.DEFAULT_MLFLOW_URI) -> ImportReport:
     """Import each log file (a folder: its *.txt and *.log files) as one MLflow run in `experiment`.
 
     Bad input (a missing path, an empty experiment name, an unusable tracking URI) raises InputError
@@ -202,12 +202,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="log files, or folders of *.txt / *.log files")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
                    help=f"MLflow experiment to import into (default {DEFAULT_EXPERIMENT})")
-    p.add_argument("--mlflow-uri", default=DEFAULT_MLFLOW_URI,
-                   help=f"MLflow tracking URI (default {DEFAULT_MLFLOW_URI})")
+    p.add_argument("--mlflow-uri", default=stores.DEFAULT_MLFLOW_URI,
+                   help=f"MLflow tracking URI (default {stores.DEFAULT_MLFLOW_URI})")
 
 
 def main(args: argparse.Namespace) -> int:
-    report = import_logs(args.paths, args.experiment, args.mlflow_uri)
+    uri = stores.absolute(args.mlflow_uri)
+    report = import_logs(args.paths, args.experiment, uri)
     print(report.summary())
-    print(f"view with: {tracking.ui_command(args.mlflow_uri)}")
+    print(f"view with: {tracking.ui_command(uri)}")
     return 0

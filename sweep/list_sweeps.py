@@ -8,19 +8,18 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
-from pathlib import Path
 
-from sweep import tracking
+from sweep import stores, tracking
 from sweep.errors import InputError
 from sweep.table import fmt
 
 HELP = "list the sweeps of an MLflow store: state, trial counts, best objective, start time"
-DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
 COUNTED = ("ok", "pruned", "failed", "running")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mlflow-uri", default=DEFAULT_MLFLOW_URI, help=f"MLflow tracking URI (default {DEFAULT_MLFLOW_URI})")
+    p.add_argument("--mlflow-uri", default=stores.DEFAULT_MLFLOW_URI,
+                   help=f"MLflow tracking URI (default {stores.DEFAULT_MLFLOW_URI})")
 
 
 def sweeps(uri: str) -> list[dict]:
@@ -57,12 +56,10 @@ def render(rows: list[dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    uri = args.mlflow_uri
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):]).resolve()
-        if not db.is_file():
-            raise InputError("--mlflow-uri", f"no MLflow store at {db}")
-        uri = f"sqlite:///{db}"
+    uri = stores.absolute(args.mlflow_uri)
+    db = stores.sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise InputError("--mlflow-uri", f"no MLflow store at {db}")
     rows = sweeps(uri)
     print(render(rows) if rows else f"no sweeps in {uri}")
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from sweep.credentials import is_server, redact
 from sweep.errors import InputError
-from sweep.store_lock import sqlite_path
+from sweep.stores import sqlite_path
 
 ANSWER_TIMEOUT_S = 5.0   # an MLflow server or a database that says nothing by then is taken as unreachable
 DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "mysqldb": "mysqlclient"}

@@ -17,14 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from sweep import credentials, local_ray, preflight
+from sweep import credentials, local_ray, preflight, stores
 from sweep import results_dir as results
 from sweep.errors import InputError
 from sweep.overrides import parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
 from sweep.script_keys import SKIP_FLAG, check_script_keys
 from sweep.space import SearchSpace, check_with_trainer, load_space
-from sweep.store_lock import sqlite_path
 from sweep.study import SAMPLERS, make_sampler, study_exists
 from sweep.trainer_spec import MODES, script_of, split_command
 
@@ -34,7 +33,6 @@ DEFAULT_TRIALS = 6
 CLUSTER_GPUS_PER_TRIAL = 8
 CPU_PRESET = "tiny"
 SCHEDULERS = ("fifo", "asha")
-DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
 SPACES_DIR = "search_spaces"
 
 
@@ -57,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="sweep name, also the MLflow experiment (default: <space>-<date>-<time>, "
                                   "in the experiment named after the space)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--mlflow-uri", default=DEFAULT_MLFLOW_URI,
-                   help=f"MLflow tracking URI (default {DEFAULT_MLFLOW_URI})")
+    p.add_argument("--mlflow-uri", default=stores.DEFAULT_MLFLOW_URI,
+                   help=f"MLflow tracking URI (default {stores.DEFAULT_MLFLOW_URI})")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite optuna.db next to the MLflow database)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
                    help=f"folder or URI (s3://bucket/tune) for Tune's state and the sweep plan: shared "
@@ -89,19 +87,6 @@ def find_space(name: str | None) -> Path:
             if candidate.is_file():
                 return candidate
     raise InputError("--space", f"no such search space file: {name}")
-
-
-def absolute_sqlite(uri: str) -> str:
-    """sqlite URIs with an absolute path: trials run in other processes and other folders."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
-
-
-def default_storage(mlflow_uri: str) -> str:
-    if mlflow_uri.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(mlflow_uri[len("sqlite:///"):]).parent / "optuna.db")
-    return absolute_sqlite("sqlite:///optuna.db")
 
 
 def at_least(value: int, flag: str, minimum: int = 1) -> int:
@@ -158,7 +143,7 @@ def check_new_name(name: str, results_dir: str, storage: str) -> None:
     resume_hint = f"continue it with `sweep resume {name}` or pick another --name"
     if results.exists(plan_path(results_dir, name)):
         raise InputError("--name", f"a sweep named {name!r} already exists in {results_dir}; {resume_hint}")
-    db = sqlite_path(storage)
+    db = stores.sqlite_path(storage)
     if db is not None and not db.exists():
         return
     if study_exists(storage, name):
@@ -200,9 +185,9 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     if gpus and not args.address:
         _check_local_gpus(gpus)
     _note_password_on_command_line(args)
-    mlflow_uri = absolute_sqlite(credentials.mlflow_uri(args.mlflow_uri))
-    storage = (absolute_sqlite(credentials.storage_url(args.storage)) if args.storage
-               else default_storage(mlflow_uri))
+    mlflow_uri = stores.absolute(credentials.mlflow_uri(args.mlflow_uri))
+    storage = (stores.absolute(credentials.storage_url(args.storage)) if args.storage
+               else stores.default_storage(mlflow_uri))
     preflight.check_mlflow_uri(mlflow_uri)
     preflight.check_storage(storage)
     results_dir = results.normalize(args.results_dir)

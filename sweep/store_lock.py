@@ -11,18 +11,10 @@ from __future__ import annotations
 
 import fcntl
 from contextlib import contextmanager
-from pathlib import Path
 
-SQLITE_PREFIX = "sqlite:///"
+from sweep.stores import sqlite_path
+
 LOCK_SUFFIX = ".lock"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a `sqlite:///` URL (MLflow's and Optuna's share the form), else None."""
-    if not url.startswith(SQLITE_PREFIX):
-        return None
-    path = url[len(SQLITE_PREFIX):].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
 
 
 @contextmanager

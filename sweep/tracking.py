@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from sweep import credentials, store_lock
+from sweep import credentials, store_lock, stores
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -69,9 +69,9 @@ def client(uri: str):
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
     """Artifacts of a local sqlite store go beside the database file; a server keeps its own default."""
-    if not uri.startswith("sqlite:///"):
+    db = stores.sqlite_path(uri)
+    if db is None:
         return None
-    db = Path(uri[len("sqlite:///"):])
     return (db.resolve().parent / "mlflow-artifacts" / experiment).as_uri()
 
 

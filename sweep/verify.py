@@ -24,13 +24,14 @@ from typing import Any
 
 import yaml
 
-from sweep import credentials, local_ray, tracking
+from sweep import credentials, local_ray, stores, tracking
 from sweep import results_dir as results
 from sweep.claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown
 from sweep.errors import InputError
 from sweep.overrides import format_override, format_value, parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
-from sweep.run import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, DEFAULT_MLFLOW_URI, absolute_sqlite, at_least, unique_name
+from sweep.run import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, unique_name
+from sweep.stores import DEFAULT_MLFLOW_URI
 from trainer.config import ConfigError, flatten, load_config
 
 HELP = "re-run the best config of a sweep (or a config file) over several seeds and test it (t-test)"
@@ -171,7 +172,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
             raise InputError("--preset", "name the trainer preset of a config file run on GPUs")
         source, number, where = str(path.resolve()), None, str(path)
         preset, experiment = args.preset or CPU_PRESET, args.experiment or DEFAULT_EXPERIMENT
-        mlflow_uri = absolute_sqlite(credentials.mlflow_uri(args.mlflow_uri or DEFAULT_MLFLOW_URI))
+        mlflow_uri = stores.absolute(credentials.mlflow_uri(args.mlflow_uri or DEFAULT_MLFLOW_URI))
         address, trainer_cmd, base = args.address or "", args.trainer_cmd or "", path.stem
     else:
         sweep = load_plan(args.results_dir, args.name)
@@ -185,7 +186,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
                              if args.gpus_per_trial is None else _resources(args, args.gpus_per_trial, None, None))
         source, where = sweep.name, f"trial {number} of sweep {sweep.name}"
         preset, experiment = args.preset or sweep.preset, args.experiment or sweep.experiment
-        mlflow_uri = absolute_sqlite(credentials.mlflow_uri(args.mlflow_uri)) if args.mlflow_uri else sweep.mlflow_uri
+        mlflow_uri = stores.absolute(credentials.mlflow_uri(args.mlflow_uri)) if args.mlflow_uri else sweep.mlflow_uri
         address = sweep.address if args.address is None else args.address
         trainer_cmd = sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd
         base = sweep.name
