@@ -63,7 +63,8 @@ def bare(trials: int, concurrency: int, overrides: list[str], folder: Path) -> f
 def swept(trials: int, concurrency: int, overrides: list[str], folder: Path) -> dict:
     import ray
 
-    from sweep.driver import run_sweep, start_ray
+    from sweep.driver import run_sweep
+    from sweep.tuner import start_ray
     from sweep.run import build_plan
 
     space = folder / "bench.yaml"

@@ -21,6 +21,26 @@ OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run d
 RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
 
 
+def identity_tags(parent_run_id: str, number: int, sweep: str) -> dict[str, str]:
+    """The tags that make a run the child run of trial `number` of a sweep (README, "MLflow layout")."""
+    return {tracking.PARENT_RUN_TAG: parent_run_id, tracking.TAG_ROLE: "trial",
+            tracking.TAG_TRIAL_NUMBER: str(number), tracking.TAG_SWEEP: sweep}
+
+
+def record_ended(mlflow_client, experiment_id: str, parent_run_id: str, sweep: str, number: int,
+                 params: dict[str, str], status: str, error: str | None) -> None:
+    """Say how trial `number` ended on its child run, writing the run first when the trial never could
+    (stopped before it started, its worker killed): every trial ends with exactly one terminated run."""
+    runs = tracking.child_runs(mlflow_client, experiment_id, parent_run_id, number)
+    if not runs:
+        run = mlflow_client.create_run(experiment_id, run_name=f"trial_{number:04d}",
+                                       tags=identity_tags(parent_run_id, number, sweep))
+        tracking.log_params(mlflow_client, run.info.run_id, params)
+        runs = [run]
+    for run in runs:
+        tracking.end_run(mlflow_client, run, status, "FAILED" if status == "failed" else "KILLED", error=error)
+
+
 def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int) -> dict[str, float]:
     """The run's final numbers under their MLflow names (README, MLflow layout; plus `objective`: Optuna's value)."""
     values: dict[str, Any] = {f"final_{k}": v for k, v in (run.final or {}).items() if k in FINAL_FIELDS}
@@ -39,10 +59,11 @@ class ChildRun:
     (metric, step) pair is recorded once, so the loss curve continues from where the earlier attempt
     stopped instead of starting a second run (README, "MLflow layout")."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, number: int):
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str, number: int):
         self.client = tracking.client(uri)
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
+        self.sweep = sweep
         self.number = number
         self.run_id: str | None = None
         self.batch: tracking.MetricBatch | None = None
@@ -74,8 +95,7 @@ class ChildRun:
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
         """Open the trial's run for this attempt: the earlier attempts' run if there is one, else a new one."""
-        tags = {**tags, tracking.PARENT_RUN_TAG: self.parent_run_id, tracking.TAG_ROLE: "trial",
-                tracking.TAG_TRIAL_NUMBER: str(self.number)}
+        tags = {**tags, **identity_tags(self.parent_run_id, self.number, self.sweep)}
         logged: set[tuple[str, int]] = set()
         if self._earlier:
             run = self._earlier[0]

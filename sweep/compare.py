@@ -12,14 +12,13 @@ import base64
 import html
 import math
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sweep import tracking
 from sweep.errors import InputError
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
-from sweep.table import fmt, shared_ranks
+from sweep.table import fmt
+from sweep.trial_rows import TrialRow, ranked_table, sweep_rows
 
 HELP = "rank a sweep's trials, show parameter importance and write comparison plots"
 ARTIFACT_DIR = "compare"
@@ -27,17 +26,6 @@ TABLE_FILE = "trials.txt"
 FP8_SCALES = ("fp8.x_s", "fp8.w_s", "fp8.grad_s")
 FP8_RANGE = {"x": "x / x_s (e4m3)", "w": "w / w_s (e4m3)", "g": "g / grad_s (e5m2)"}
 COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s", "gpu_hours")
-
-
-@dataclass
-class TrialRow:
-    number: int
-    run_id: str
-    name: str
-    status: str
-    objective: float | None
-    params: dict[str, Any]
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,46 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"where the sweep keeps its state (default {DEFAULT_RESULTS_DIR})")
 
 
-def _param_value(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def trial_rows(plan: SweepPlan) -> list[TrialRow]:
-    """One row per child run, ranked: finished trials by objective, then the others by trial number."""
-    client = tracking.client(plan.mlflow_uri)
-    experiment = client.get_experiment_by_name(plan.experiment)
-    if experiment is None:
-        raise InputError(plan.name, f"no MLflow experiment {plan.experiment!r} in {plan.mlflow_uri}")
-    space = plan.space()
-    keys = list(space.params)
-    rows = []
-    for run in tracking.child_runs(client, experiment.experiment_id, plan.parent_run_id):
-        tags, metrics = run.data.tags, run.data.metrics
-        live = run.info.status == "RUNNING"
-        rows.append(TrialRow(
-            number=int(tags[tracking.TAG_TRIAL_NUMBER]), run_id=run.info.run_id, name=run.info.run_name,
-            status="running" if live else tags.get(tracking.TAG_STATUS, run.info.status.lower()),
-            objective=None if live else metrics.get(tracking.OBJECTIVE_METRIC),
-            params={k: _param_value(run.data.params.get(k)) for k in keys}, metrics=dict(metrics)))
-    sign = 1.0 if space.mode == "min" else -1.0
-    return sorted(rows, key=lambda r: (r.objective is None, sign * (r.objective or 0.0), r.number))
-
-
 def table(rows: list[TrialRow], plan: SweepPlan) -> str:
     keys = list(plan.space().params)
-    header = ["rank", "trial", "status", "objective", *keys, *COLUMNS, "latest val_loss"]
-    lines = [header]
-    for rank, r in zip(shared_ranks([r.objective for r in rows]), rows):
-        lines.append([rank, str(r.number), r.status, fmt(r.objective),
-                      *(fmt(r.params.get(k)) for k in keys), *(fmt(r.metrics.get(c)) for c in COLUMNS),
-                      fmt(r.metrics.get("val_loss"))])
-    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+    return ranked_table(rows, plan.space().objective, ["objective", *keys, *COLUMNS, "latest val_loss"],
+                        lambda r: [fmt(r.objective), *(fmt(r.params.get(k)) for k in keys),
+                                   *(fmt(r.metrics.get(c)) for c in COLUMNS), fmt(r.metrics.get("val_loss"))])
 
 
 def importance_evaluator():
@@ -267,7 +220,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--top", f"must be at least 1, got {args.top}")
     plan = load_plan(args.results_dir, args.name)
     out = Path(args.out) if args.out else plan.sweep_dir / "compare"
-    rows = trial_rows(plan)
+    rows = sweep_rows(plan)
     from sweep.study import load_study
 
     study = load_study(plan.storage, plan.name)

@@ -7,157 +7,99 @@ child runs. `run_sweep` is used both for a new sweep and to resume one.
 from __future__ import annotations
 
 import itertools
-import logging
-import os
-import signal
 import sys
 
-import mlflow
 import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweep import credentials, tracking
+from sweep import tracking
 from sweep import results_dir as results
+from sweep.child_run import record_ended
 from sweep.errors import InputError
 from sweep.interrupt import EXIT_INTERRUPTED, Interrupts
 from sweep.live import LiveView
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
-from sweep.process import package_pythonpath
 from sweep.rejection import StopOnRejectedInput, shared_rejection
-from sweep.report import best, best_line, leaderboard, result_state, rows_from_results
+from sweep.resources import trials_that_fit
 from sweep.search import StudySearcher
 from sweep.space import SearchSpace
 from sweep.study import create_study, load_study
-from sweep.trial import TRIAL_NUMBER_KEY, TrialSettings, run_trial
+from sweep.trial import FINAL_KEY, TRIAL_NUMBER_KEY, TrialSettings
+from sweep.trial_rows import best, best_line, leaderboard, read_rows
+from sweep.tuner import new_tuner, quiet_environment, restore_tuner, start_ray
 from trainer.protocol import EXIT_BAD_INPUT
-from trainer.source import git_sha
 
-# Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
-CHECKPOINT_PERIOD_S = "2"
 ASHA_REDUCTION = 2
 # ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
 # it is set beyond any trial's number of validations rather than guessed from a config.
 ASHA_MAX_REPORTS = 10**6
 
 
-def quiet_environment() -> None:
-    """Ray, MLflow and Optuna report through the live view and the summary, not their own logs."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # mlflow sets its loggers up when imported (above), so this has to come after the import.
-    for name in (mlflow.__name__, "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
-    # Tune's newer console output prints its configuration box even at verbose=0; the classic one is silent.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-
-def start_ray(address: str = "") -> bool:
-    """Connect to the cluster at `address`, or start a local instance (on 127.0.0.1: sweep.local_ray);
-    returns whether this call started Ray. The trials' workers get the MLflow password, if there is one,
-    in their environment (sweep.credentials).
-
-    `ray.init` installs a SIGTERM handler of its own that exits with status 15; the caller's handler is put
-    back afterwards, and a SIGTERM during `ray.init` is an interrupt like any other (README, "Signals")."""
-    if ray.is_initialized():
-        return False
-    common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    secrets = credentials.worker_env()
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        if address:
-            ray.init(address=address, **({"runtime_env": {"env_vars": secrets}} if secrets else {}), **common)
-        else:
-            ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath(), **secrets}},
-                     dashboard_host="127.0.0.1", **common)
-    except ConnectionError as e:
-        raise InputError("--address", f"cannot connect to the Ray cluster at {address}: {e}") from None
-    except SystemExit as e:
-        if e.code != signal.SIGTERM:
-            raise
-        raise KeyboardInterrupt(signal.SIGTERM.name) from None
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    return True
-
-
-def trials_that_fit(trials: int, gpus_per_trial: int, cpus_per_trial: int) -> int:
-    """How many of `trials` the cluster's CPUs (GPUs for GPU trials) hold at once right now (at least 1)."""
-    resources = ray.cluster_resources()
-    if gpus_per_trial:
-        fits = int(resources.get("GPU", 0)) // gpus_per_trial
-    else:
-        fits = int(resources.get("CPU", 1)) // cpus_per_trial
-    return max(1, min(trials, fits))
-
-
 def resolve_concurrency(plan: SweepPlan) -> int:
     """`--concurrency`, or as many trials as the cluster holds right now."""
     if plan.concurrency > 0:
         return plan.concurrency
-    return trials_that_fit(plan.trials, plan.gpus_per_trial, plan.cpus_per_trial)
+    return trials_that_fit(plan.trials, plan.resources)
 
 
-def open_parent_run(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, command: str) -> str:
-    run = mlflow_client.create_run(experiment_id, run_name=plan.name, tags={
-        tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP: plan.name,
-        tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
-        tracking.TAG_GIT_SHA: git_sha() or "unknown", tracking.TAG_RAY_ADDRESS: plan.address or "local",
-        tracking.TAG_PRESET: plan.preset, tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode,
-        tracking.TAG_COMMAND: tracking.clip(command)})
-    return run.info.run_id
+def describe(plan: SweepPlan, space: SearchSpace) -> str:
+    """The parent run's description in the MLflow UI: how to read the sweep there."""
+    better = "lowest" if space.mode == "min" else "highest"
+    return "\n".join([
+        f"**Sweep {plan.name}**: {plan.trials} trials of `{plan.space_file}`, judged by {space.metric} "
+        f"({better} is best), preset {plan.preset}.",
+        "",
+        f"- Each child run is one trial: its params are the values it ran with, tag `{tracking.TAG_TRIAL_NUMBER}` "
+        f"its Optuna trial number, tag `{tracking.TAG_STATUS}` how it ended (ok, diverged, wallclock_cap, "
+        f"pruned, failed, stopped).",
+        f"- Rank the trials by the metric `{tracking.OBJECTIVE_METRIC}` (the value Optuna was given, penalties "
+        f"included); `val_loss` and `train_time_ms` by step are the curves.",
+        f"- `{tracking.LEADERBOARD_ARTIFACT}` holds the leaderboard once the sweep ends; `sweep compare {plan.name}` "
+        f"adds plots under `compare/`.",
+        "- A difference near the seed noise (between seeds of one configuration the final val_loss of the "
+        f"speedrun records varies by about 0.0015) is not a result until confirmed: `sweep verify {plan.name}`.",
+    ])
 
 
-def trial_trainable(settings: TrialSettings):
-    """`run_trial` bound to `settings`, on one placement-group bundle holding the trial's whole node."""
-    bundle = {"CPU": settings.cpus}
-    if settings.gpus:
-        bundle["GPU"] = settings.gpus
-    return tune.with_resources(tune.with_parameters(run_trial, settings=settings),
-                               tune.PlacementGroupFactory([bundle]))
-
-
-def _new_tuner(plan: SweepPlan, space: SearchSpace, trainable, concurrency: int, stop: StopOnRejectedInput):
+def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput):
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
                              seed=plan.seed)
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
                                max_t=ASHA_MAX_REPORTS, grace_period=1, reduction_factor=ASHA_REDUCTION)
                  if plan.scheduler == "asha" else FIFOScheduler())
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
-                                    max_concurrent_trials=concurrency, reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=plan.name, storage_path=plan.results_dir, verbose=0, stop=stop,
-            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-            callbacks=[LiveView(space.metric, space.mode, plan.trials), stop]))
+    return new_tuner(settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
+                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+                                                 max_concurrent_trials=resolve_concurrency(plan), reuse_actors=True),
+                     callbacks=[LiveView(space.metric, space.mode, plan.trials), stop], stop=stop)
 
 
-def _reconcile(results, plan: SweepPlan, space: SearchSpace, pruned: set[int], mlflow_client,
+def result_state(result, pruned: set[int]) -> str:
+    """How a trial of a Tune `ResultGrid` ended; `pruned` holds the trial numbers Optuna has as pruned
+    (a trial without a final result that was not pruned was stopped by an interruption)."""
+    metrics = result.metrics or {}
+    if result.error is not None:
+        return "failed"
+    if metrics.get(FINAL_KEY):
+        return str(metrics.get("status", "ok"))
+    return "pruned" if (result.config or {}).get(TRIAL_NUMBER_KEY) in pruned else "stopped"
+
+
+def _reconcile(grid, plan: SweepPlan, space: SearchSpace, pruned: set[int], mlflow_client,
                experiment_id: str) -> None:
     """Make each trial's child run say how the trial ended, also when the trial could not (it was
     stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
-    for result in results:
+    for result in grid:
         number = (result.config or {}).get(TRIAL_NUMBER_KEY)
         status = result_state(result, pruned)
         if number is None or status not in ("failed", "pruned", "stopped"):
             continue
-        runs = tracking.child_runs(mlflow_client, experiment_id, plan.parent_run_id, int(number))
-        if not runs:
-            run = mlflow_client.create_run(experiment_id, run_name=f"trial_{number:04d}", tags={
-                tracking.PARENT_RUN_TAG: plan.parent_run_id, tracking.TAG_ROLE: "trial",
-                tracking.TAG_TRIAL_NUMBER: str(number), tracking.TAG_SWEEP: plan.name})
-            tracking.log_params(mlflow_client, run.info.run_id, {
-                k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items() if k != TRIAL_NUMBER_KEY})
-            runs = [run]
-        for run in runs:
-            tracking.end_run(mlflow_client, run, status, "FAILED" if status == "failed" else "KILLED",
-                             error=None if result.error is None else str(result.error))
+        params = {k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items()
+                  if k != TRIAL_NUMBER_KEY}
+        record_ended(mlflow_client, experiment_id, plan.parent_run_id, plan.name, int(number), params, status,
+                     None if result.error is None else str(result.error))
 
 
 def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
@@ -189,7 +131,10 @@ def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: boo
     if plan.parent_run_id:
         mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
     else:
-        plan.parent_run_id = open_parent_run(plan, space, mlflow_client, experiment_id, command)
+        plan.parent_run_id = tracking.open_parent(
+            mlflow_client, experiment_id, plan.name, "sweep", plan.preset, plan.address, command,
+            {tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
+             tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode}, description=describe(plan, space))
         plan.save()
     return experiment_id
 
@@ -244,27 +189,27 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
     shared_input = {**space.trainer.env, **space.fixed}
     outcome = "KILLED"
     try:
-        trainable = trial_trainable(settings)
-        experiment = plan.tune_path
-        if resume and tune.Tuner.can_restore(experiment):
-            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
+        if resume and tune.Tuner.can_restore(plan.tune_path):
+            tuner = restore_tuner(settings, plan.tune_path)
         else:
             # Also a resume whose driver died before Tune saved anything: the searcher then adopts the
             # study's trials, and enqueues only the points the study has not taken yet.
             stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id, shared_input,
                                        list(space.params))
-            tuner = _new_tuner(plan, space, trainable, resolve_concurrency(plan), stop)
+            tuner = _new_tuner(plan, space, settings, stop)
         with interrupts.tune():
-            results = tuner.fit()
+            grid = tuner.fit()
         pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
             deepcopy=False, states=(TrialState.PRUNED,))}
-        _reconcile(results, plan, space, pruned, mlflow_client, experiment_id)
-        rows = rows_from_results(results, list(space.params), pruned)
+        _reconcile(grid, plan, space, pruned, mlflow_client, experiment_id)
+        tracking.close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+        rows = read_rows(mlflow_client, experiment_id, plan.parent_run_id, list(space.params))
         top = best(rows, space.objective)
         summary = leaderboard(rows, space.objective) + "\n" + best_line(top, space.objective)
         print("\n" + summary)
         mlflow_client.log_text(plan.parent_run_id, summary + "\n", tracking.LEADERBOARD_ARTIFACT)
+        mlflow_client.set_tag(plan.parent_run_id, tracking.NOTE_TAG, tracking.clip(
+            f"{describe(plan, space)}\n\n```\n{summary}\n```"))
         if top is not None:
             mlflow_client.log_metric(plan.parent_run_id, tracking.BEST_METRIC, top.objective)
         rejected = shared_rejection(mlflow_client, experiment_id, plan.parent_run_id, shared_input,
@@ -274,7 +219,7 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
             outcome, code = "FAILED", EXIT_BAD_INPUT
             print(f"sweep {plan.name}: stopped: the trainer rejects {key}, which every trial gets:\n{message}",
                   file=sys.stderr)
-        elif results.num_terminated + results.num_errors >= plan.trials and not interrupts.received:
+        elif grid.num_terminated + grid.num_errors >= plan.trials and not interrupts.received:
             outcome, code = "FINISHED", 0
         else:
             code = EXIT_INTERRUPTED

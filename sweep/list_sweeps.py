@@ -11,7 +11,9 @@ from collections import Counter
 
 from sweep import stores, tracking
 from sweep.errors import InputError
+from sweep import table
 from sweep.table import fmt
+from sweep.trial_rows import from_run
 
 HELP = "list the sweeps of an MLflow store: state, trial counts, best objective, start time"
 COUNTED = ("ok", "pruned", "failed", "running")
@@ -33,9 +35,8 @@ def sweeps(uri: str) -> list[dict]:
                                   order_by=["attributes.start_time DESC"])
     rows = []
     for run in parents:
-        children = tracking.child_runs(client, run.info.experiment_id, run.info.run_id)
-        states = Counter("running" if c.info.status == "RUNNING" else c.data.tags.get(tracking.TAG_STATUS, "?")
-                         for c in children)
+        children = [from_run(c, []) for c in tracking.child_runs(client, run.info.experiment_id, run.info.run_id)]
+        states = Counter(c.status for c in children)
         counts = {"ok": states["ok"] + states["diverged"] + states["wallclock_cap"], "pruned": states["pruned"],
                   "failed": states["failed"], "running": states["running"]}
         rows.append({"sweep": run.info.run_name, "experiment": experiments.get(run.info.experiment_id, "?"),
@@ -51,8 +52,7 @@ def render(rows: list[dict]) -> str:
     lines = [header] + [[r["sweep"], r["experiment"], r["state"], str(r["trials"]), *(str(r[k]) for k in COUNTED),
                          f"{r['metric']} {fmt(r['best'])}" if r["best"] is not None else "-", r["started"]]
                         for r in rows]
-    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+    return table.render(lines, text_columns=3)
 
 
 def main(args: argparse.Namespace) -> int:

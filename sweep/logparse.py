@@ -20,7 +20,7 @@ The number a parameter-golf record is scored by (`roundtrip_val_loss` / `roundtr
 golf objective of a sweep) is the last `final_*` evaluation that carries `val_bpb`, its `_exact` line
 when it has one; logs with no `final_*` evaluation fall back to the last `quantized` one.
 
-`parse_line` classifies one line; `LogFold` folds classified lines, one at a time, into a `ParsedLog`.
+`LogFold` classifies each line and folds it, one at a time, into a `ParsedLog`.
 `parse_log` folds a whole file (for `sweep import-logs`), `LiveLog` the output of a running command (for
 a trial), so both read every shape the same way.
 """
@@ -181,22 +181,6 @@ def _eval_label(head: str) -> tuple[str, bool]:
     return label or "eval", exact
 
 
-def parse_line(line: str) -> dict[str, Any] | None:
-    """Classify one log line; None for lines that carry nothing.
-
-    Launcher prefixes (`[default0]:`, timestamps, `(pid=...)`) are ignored. Returns a dict with `event` one of:
-      `train` {step, total_steps, train_loss, train_time_ms, step_avg_ms} and
-      `val` {step, total_steps, val_loss, val_bpb, train_time_ms, step_avg_ms} (the events.jsonl fields;
-        values a line does not print are None),
-      `eval` {label, val_loss, val_bpb, eval_time_ms, exact} a post-training evaluation,
-      `size` {kind: model | code | total, scheme (None for the raw model), bytes},
-      `stop` {reason: wallclock_cap | diverged | ..., step, total_steps, train_time_ms},
-      `untie` {step, total_steps}, `peak_mem` {peak_mem_mib}, `header` {facts} (our trainer's first line),
-      `facts` {facts} (a `key:value ...` line), `running` {name, version}.
-    """
-    return _classify(_strip_prefix(line))
-
-
 def _classify(text: str) -> dict[str, Any] | None:
     if not text or text[0].isspace():
         return None
@@ -277,7 +261,18 @@ class LogFold:
         self.peak: float | None = None
 
     def feed(self, raw: str) -> dict[str, Any] | None:
-        """Fold one line; returns what `parse_line` makes of it (None also for hyperparameter lines)."""
+        """Fold one line; returns what it says, None for lines that carry nothing (and hyperparameter lines).
+
+        Launcher prefixes (`[default0]:`, timestamps, `(pid=...)`) are ignored. The dict's `event` is one of:
+          `train` {step, total_steps, train_loss, train_time_ms, step_avg_ms} and
+          `val` {step, total_steps, val_loss, val_bpb, train_time_ms, step_avg_ms} (the events.jsonl fields;
+            values a line does not print are None),
+          `eval` {label, val_loss, val_bpb, eval_time_ms, exact} a post-training evaluation,
+          `size` {kind: model | code | total, scheme (None for the raw model), bytes},
+          `stop` {reason: wallclock_cap | diverged | ..., step, total_steps, train_time_ms},
+          `untie` {step, total_steps}, `peak_mem` {peak_mem_mib}, `header` {facts} (our trainer's first line),
+          `facts` {facts} (a `key:value ...` line), `running` {name, version}.
+        """
         line = _strip_prefix(raw)
         if self._in_hparams:
             m = _HPARAM_LINE.match(line)

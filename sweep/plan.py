@@ -13,6 +13,7 @@ from typing import Any
 
 from sweep import results_dir as results
 from sweep.errors import InputError
+from sweep.resources import TrialResources
 from sweep.space import SearchSpace, parse_space
 from sweep.trainer_spec import ARGS
 
@@ -59,6 +60,10 @@ class SweepPlan:
     @property
     def run_root(self) -> Path:
         return self.sweep_dir / "trials"
+
+    @property
+    def resources(self) -> TrialResources:
+        return TrialResources(self.gpus_per_trial, self.nproc_per_trial, self.cpus_per_trial)
 
     def space(self) -> SearchSpace:
         return (parse_space(self.space_text, self.space_file).with_trainer(self.trainer_cmd, self.trainer_params)

@@ -36,6 +36,14 @@ def join(location: str, *parts: str) -> str:
     return str(Path(location, *parts))
 
 
+def free_name(base: str, location: str) -> str:
+    """`base`, or `base-K` when `location` already holds a sweep (or verification) folder of that name."""
+    name, k = base, 2
+    while exists(join(location, name)):
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
 def local_folder(location: str, name: str) -> Path:
     """The sweep's folder on this node's disk: trial run directories and other node-local files."""
     if is_uri(location):

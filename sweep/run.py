@@ -22,6 +22,7 @@ from sweep import results_dir as results
 from sweep.errors import InputError
 from sweep.overrides import parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
+from sweep.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, resolve
 from sweep.script_keys import SKIP_FLAG, check_script_keys
 from sweep.space import SearchSpace, check_with_trainer, load_space
 from sweep.study import SAMPLERS, make_sampler, study_exists
@@ -30,8 +31,6 @@ from sweep.trainer_spec import MODES, script_of, split_command
 HELP = "run a sweep (no arguments: the embedded CPU default)"
 DEFAULT_SPACE = "fp8_scales"
 DEFAULT_TRIALS = 6
-CLUSTER_GPUS_PER_TRIAL = 8
-CPU_PRESET = "tiny"
 SCHEDULERS = ("fifo", "asha")
 SPACES_DIR = "search_spaces"
 
@@ -89,12 +88,6 @@ def find_space(name: str | None) -> Path:
     raise InputError("--space", f"no such search space file: {name}")
 
 
-def at_least(value: int, flag: str, minimum: int = 1) -> int:
-    if value < minimum:
-        raise InputError(flag, f"must be at least {minimum}, got {value}")
-    return value
-
-
 def _check_trainer_cmd(cmd: str, where: str) -> None:
     argv = split_command(cmd, where)
     if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
@@ -131,14 +124,6 @@ def _note_password_on_command_line(args: argparse.Namespace) -> None:
                   file=sys.stderr)
 
 
-def unique_name(base: str, results_dir: str) -> str:
-    """`base`, or `base-K` when the results dir already holds a sweep (or verification) folder of that name."""
-    name, k = base, 2
-    while results.exists(results.join(results_dir, name)):
-        name, k = f"{base}-{k}", k + 1
-    return name
-
-
 def check_new_name(name: str, results_dir: str, storage: str) -> None:
     resume_hint = f"continue it with `sweep resume {name}` or pick another --name"
     if results.exists(plan_path(results_dir, name)):
@@ -158,14 +143,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     space = space.with_fixed(sets)
     trials = at_least(args.trials, "--trials")
     concurrency = at_least(args.concurrency, "--concurrency", minimum=0)
-    gpus = args.gpus_per_trial
-    if gpus is None:
-        gpus = CLUSTER_GPUS_PER_TRIAL if args.address else 0
-    at_least(gpus, "--gpus-per-trial", minimum=0)
-    nproc = at_least(args.nproc_per_trial or gpus or 1, "--nproc-per-trial")
-    cpus = at_least(args.cpus_per_trial or nproc, "--cpus-per-trial")
-    if gpus and nproc != gpus:
-        raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU trial runs one per GPU")
+    trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
+    gpus = trial.gpus
     at_least(args.max_failures, "--max-failures", minimum=0)
     if args.scheduler == "asha" and "train.val_every" in space.params:
         raise InputError("--scheduler", "asha compares trials at their 1st, 2nd, 4th, ... validation, which a space "
@@ -178,7 +157,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         if space.trainer.env_mode and args.check_keys:
             _check_script_reads_keys(space, sets, where)
     else:
-        check_with_trainer(space, preset, world_size=nproc)
+        check_with_trainer(space, preset, world_size=trial.nproc)
         preflight.check_data(space.fixed, {k: f"--set {k}" if k in sets else f"{space.source}: fixed.{k}"
                                            for k in space.fixed}, on_this_machine=not args.address)
     make_sampler(args.sampler)
@@ -197,11 +176,11 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         name = args.name
         check_new_name(name, results_dir, storage)
     else:
-        name = unique_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
+        name = results.free_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
     return SweepPlan(
         name=name, experiment=args.name or space.name, space_file=str(space_path.resolve()),
         space_text=space.text, preset=preset, trials=trials, concurrency=concurrency, gpus_per_trial=gpus,
-        nproc_per_trial=nproc, cpus_per_trial=cpus, scheduler=args.scheduler, sampler=args.sampler,
+        nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, scheduler=args.scheduler, sampler=args.sampler,
         max_failures=args.max_failures, mlflow_uri=mlflow_uri, storage=storage, results_dir=results_dir,
         cwd=os.getcwd(), address=args.address or "", trainer_cmd=space.trainer.command,
         trainer_params=space.trainer.params, seed=args.seed, sets=sets)

@@ -1,4 +1,4 @@
-"""Cells and ranks of the tables the commands print (leaderboard, compare, list); no Ray, no MLflow."""
+"""Cells, ranks and the layout of the tables the commands print (leaderboard, compare, list); no Ray, no MLflow."""
 from __future__ import annotations
 
 from typing import Any
@@ -21,3 +21,11 @@ def shared_ranks(objectives: list[float | None]) -> list[str]:
             rank, previous = i, value
         ranks.append(str(rank))
     return ranks
+
+
+def render(lines: list[list[str]], text_columns: int = 1) -> str:
+    """Rows of cells (the first is the header) in aligned columns: the first `text_columns` to the left,
+    the rest (numbers) to the right."""
+    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if c < text_columns else cell.rjust(w)
+                               for c, (cell, w) in enumerate(zip(line, widths))).rstrip() for line in lines)

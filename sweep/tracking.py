@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from sweep import credentials, store_lock, stores
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
+from trainer.source import git_sha
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TAG_ROLE = "sweep.role"                  # "sweep" on the parent, "trial" on a child
@@ -35,6 +36,7 @@ TAG_GPUS = "sweep.gpus_per_trial"
 TAG_NPROC = "sweep.nproc_per_trial"
 TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
 TAG_VISIBLE_GPUS = "sweep.cuda_visible_devices"  # the GPU ids Ray gave the trial
+NOTE_TAG = "mlflow.note.content"         # shown as the run's description in the MLflow UI
 
 STEP_METRICS = STEP_FIELDS
 FP8_PREFIX = "fp8."  # the trainer's `fp8` event fields (scales in effect, range figures) as metrics fp8.<field>
@@ -94,6 +96,17 @@ def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
     if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
         mlflow_client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
     return experiment.experiment_id
+
+
+def open_parent(mlflow_client, experiment_id: str, name: str, role: str, preset: str, address: str, command: str,
+                tags: dict[str, str], description: str = "") -> str:
+    """Create the parent run of a sweep or verification (role `sweep` or `verify`) with the tags every
+    parent carries, plus `tags`; returns its id."""
+    common = {TAG_ROLE: role, TAG_SWEEP: name, TAG_PRESET: preset, TAG_GIT_SHA: git_sha() or "unknown",
+              TAG_RAY_ADDRESS: address or "local", TAG_COMMAND: clip(command)}
+    if description:
+        common[NOTE_TAG] = clip(description)
+    return mlflow_client.create_run(experiment_id, run_name=name, tags={**common, **tags}).info.run_id
 
 
 def clip(text: str, limit: int = MAX_TAG_CHARS) -> str:

@@ -194,7 +194,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     ctx = tune.get_context()
     number = int(config[TRIAL_NUMBER_KEY])
     values = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
-    child = ChildRun(settings.mlflow_uri, settings.experiment_id, settings.parent_run_id, number)
+    child = ChildRun(settings.mlflow_uri, settings.experiment_id, settings.parent_run_id, settings.sweep, number)
     recorded = child.recorded_result()
     if recorded is not None:
         tune.report({**recorded, FINAL_KEY: True, TRIAL_NUMBER_KEY: number})
@@ -207,8 +207,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     if settings.trainer.env_mode:
         child.also_log(Path(settings.cwd) / SCRIPT_LOGS / f"{variables[RUN_ID_ENV]}.txt", SCRIPT_LOGS)
     child.start(ctx.get_trial_name(), trial_params(settings, values, variables), {
-        tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_SWEEP: settings.sweep,
-        tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
+        tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
         tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
         tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})
     _monitor(settings, values, number, run_dir, child, variables)

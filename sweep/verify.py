@@ -30,7 +30,7 @@ from sweep.claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, mar
 from sweep.errors import InputError
 from sweep.overrides import format_override, format_value, parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
-from sweep.run import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, unique_name
+from sweep.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
 from sweep.stores import DEFAULT_MLFLOW_URI
 from trainer.config import ConfigError, flatten, load_config
 
@@ -43,7 +43,6 @@ TAG_BEST_TRIAL = "sweep.verify.trial_number"   # the sweep trial that was verifi
 TAG_TARGET = "sweep.verify.target"
 TAG_LOSS = "sweep.verify.loss"                 # the child-run metric that was tested
 TAG_PASSED = "sweep.verify.passed"             # "true" | "false": p < 0.01
-NOTE_TAG = "mlflow.note.content"               # shown as the run's description in the MLflow UI
 MARKDOWN_ARTIFACT = "verify.md"
 TRAIN_TIME_METRIC = "final_train_time_ms"
 SEED_KEY = "seed"
@@ -78,6 +77,10 @@ class VerifyPlan:
     def run_root(self) -> Path:
         return results.local_folder(self.results_dir, self.name) / "trials"
 
+    @property
+    def resources(self) -> TrialResources:
+        return TrialResources(self.gpus_per_trial, self.nproc_per_trial, self.cpus_per_trial)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
@@ -109,10 +112,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def best_trial(sweep) -> tuple[int, dict[str, Any]]:
     """The sweep's best finished trial: its number and its swept values as Optuna holds them (typed)."""
-    from sweep.compare import trial_rows
     from sweep.study import load_study
+    from sweep.trial_rows import sweep_rows
 
-    finished = [r for r in trial_rows(sweep) if r.objective is not None and r.status in RESULT_STATES]
+    finished = [r for r in sweep_rows(sweep) if r.objective is not None and r.status in RESULT_STATES]
     if not finished:
         raise InputError(sweep.name, "the sweep has no finished trial to verify yet")
     number = finished[0].number
@@ -120,15 +123,6 @@ def best_trial(sweep) -> tuple[int, dict[str, Any]]:
     if number not in trials:
         raise InputError(sweep.name, f"trial {number} is in MLflow but not in the Optuna study {sweep.storage}")
     return number, dict(trials[number].params)
-
-
-def _resources(args, gpus: int, nproc: int | None, cpus: int | None) -> tuple[int, int, int]:
-    gpus = at_least(gpus, "--gpus-per-trial", 0)
-    nproc = at_least(args.nproc_per_trial or nproc or gpus or 1, "--nproc-per-trial", 1)
-    cpus = at_least(args.cpus_per_trial or cpus or nproc, "--cpus-per-trial", 1)
-    if gpus and nproc != gpus:
-        raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU run has one per GPU")
-    return gpus, nproc, cpus
 
 
 def _check_with_trainer(preset: str, config: dict[str, Any], world_size: int, where: str):
@@ -165,10 +159,8 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     if args.config:
         path = Path(args.config)
         config = {**_config_file_keys(path), **sets}
-        default_gpus = CLUSTER_GPUS_PER_TRIAL if args.address else 0
-        gpus, nproc, cpus = _resources(args, default_gpus if args.gpus_per_trial is None else args.gpus_per_trial,
-                                       None, None)
-        if not args.preset and gpus:
+        trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
+        if not args.preset and trial.gpus:
             raise InputError("--preset", "name the trainer preset of a config file run on GPUs")
         source, number, where = str(path.resolve()), None, str(path)
         preset, experiment = args.preset or CPU_PRESET, args.experiment or DEFAULT_EXPERIMENT
@@ -182,8 +174,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
                                         "script reads SEED instead, which verify does not set yet")
         number, values = best_trial(sweep)
         config = {**space.fixed, **values, **sets}
-        gpus, nproc, cpus = (_resources(args, sweep.gpus_per_trial, sweep.nproc_per_trial, sweep.cpus_per_trial)
-                             if args.gpus_per_trial is None else _resources(args, args.gpus_per_trial, None, None))
+        trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, like=sweep.resources)
         source, where = sweep.name, f"trial {number} of sweep {sweep.name}"
         preset, experiment = args.preset or sweep.preset, args.experiment or sweep.experiment
         mlflow_uri = stores.absolute(credentials.mlflow_uri(args.mlflow_uri)) if args.mlflow_uri else sweep.mlflow_uri
@@ -194,12 +185,12 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     if trainer_cmd:
         exports = bool(config.get("export.enabled", False))
     else:
-        exports = bool(_check_with_trainer(preset, config, nproc, where).export.enabled)
+        exports = bool(_check_with_trainer(preset, config, trial.nproc, where).export.enabled)
     claim = make_claim(preset, args.target, exports)
     return VerifyPlan(
-        name=unique_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
+        name=results.free_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
         config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
-        gpus_per_trial=gpus, nproc_per_trial=nproc, cpus_per_trial=cpus, concurrency=args.concurrency,
+        gpus_per_trial=trial.gpus, nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, concurrency=args.concurrency,
         max_failures=args.max_failures, address=address, trainer_cmd=trainer_cmd, best_trial=number)
 
 
@@ -222,42 +213,35 @@ def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: Ve
 
 
 def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: str) -> str:
-    from trainer.source import git_sha
-
-    tags = {tracking.TAG_ROLE: ROLE, tracking.TAG_SWEEP: plan.name, TAG_SOURCE: plan.source,
-            tracking.TAG_PRESET: plan.preset, tracking.TAG_GIT_SHA: git_sha() or "unknown",
-            tracking.TAG_RAY_ADDRESS: plan.address or "local", tracking.TAG_COMMAND: tracking.clip(command),
-            TAG_TARGET: repr(plan.claim.target), TAG_LOSS: plan.claim.loss_metric}
+    tags = {TAG_SOURCE: plan.source, TAG_TARGET: repr(plan.claim.target), TAG_LOSS: plan.claim.loss_metric}
     if plan.best_trial is not None:
         tags[TAG_BEST_TRIAL] = str(plan.best_trial)
-    run = mlflow_client.create_run(experiment_id, run_name=plan.name, tags=tags)
-    tracking.log_params(mlflow_client, run.info.run_id, {k: format_value(v) for k, v in plan.config.items()})
-    return run.info.run_id
+    run_id = tracking.open_parent(mlflow_client, experiment_id, plan.name, ROLE, plan.preset, plan.address, command,
+                                  tags)
+    tracking.log_params(mlflow_client, run_id, {k: format_value(v) for k, v in plan.config.items()})
+    return run_id
 
 
 def _run_seeds(plan: VerifyPlan, settings) -> None:
     import ray
     from ray import tune
 
-    from sweep.driver import start_ray, trial_trainable, trials_that_fit
     from sweep.live import LiveView
+    from sweep.resources import trials_that_fit
     from sweep.trial import TRIAL_NUMBER_KEY
+    from sweep.tuner import new_tuner, start_ray
 
     n = len(plan.seeds)
     started = start_ray(plan.address)
     try:
-        concurrency = plan.concurrency or trials_that_fit(n, plan.gpus_per_trial, plan.cpus_per_trial)
-        tuner = tune.Tuner(
-            trial_trainable(settings),
+        concurrency = plan.concurrency or trials_that_fit(n, plan.resources)
+        tuner = new_tuner(
+            settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
             # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
             param_space={TRIAL_NUMBER_KEY: tune.grid_search(plan.seeds),
                          SEED_KEY: tune.sample_from(lambda spec: spec.config[TRIAL_NUMBER_KEY])},
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency),
-            run_config=tune.RunConfig(
-                name=plan.name, storage_path=plan.results_dir, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                callbacks=[LiveView("val_loss", "min", n)]))
+            callbacks=[LiveView("val_loss", "min", n)])
         tuner.fit()
     finally:
         if started:
@@ -266,10 +250,10 @@ def _run_seeds(plan: VerifyPlan, settings) -> None:
 
 def run_verify(plan: VerifyPlan, command: str = "") -> int:
     """Run the seeds, then report; returns the exit code (0 when every seed gave a loss)."""
-    from sweep.driver import quiet_environment
     from sweep.objective import Objective
     from sweep.trainer_spec import TrainerSpec
     from sweep.trial import TrialSettings
+    from sweep.tuner import quiet_environment
 
     quiet_environment()
     mlflow_client = tracking.client(plan.mlflow_uri)
@@ -302,7 +286,7 @@ def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResu
     from mlflow.entities import Metric, RunTag
 
     mlflow_client.log_text(run_id, report, MARKDOWN_ARTIFACT)
-    tags = [RunTag(NOTE_TAG, tracking.clip(report))]
+    tags = [RunTag(tracking.NOTE_TAG, tracking.clip(report))]
     verdict = judge(claim, results)
     metrics = {"threshold": claim.threshold, "seeds_with_loss": sum(r.usable for r in results)}
     if verdict is not None:

@@ -21,7 +21,7 @@ SHORT = ["train.iterations=6", "train.val_every=2", "train.warmdown_iters=2", "t
 def finished_sweep(tmp_path_factory):
     import ray
 
-    from sweep.driver import start_ray
+    from sweep.tuner import start_ray
 
     folder = tmp_path_factory.mktemp("compare")
     stores = {"mlflow": f"sqlite:///{folder}/mlflow.db", "optuna": f"sqlite:///{folder}/optuna.db"}

@@ -8,12 +8,17 @@ from sweep.logparse import (
     MODDED_NANOGPT,
     PARAMETER_GOLF,
     LiveLog,
+    LogFold,
     NotATrainingLog,
     TrainPoint,
     ValPoint,
-    parse_line,
     parse_log,
 )
+
+
+def parse_line(line: str):
+    """What a fresh fold makes of one line: its classification."""
+    return LogFold().feed(line)
 
 LOGS = Path(__file__).parent / "data" / "logs"
 

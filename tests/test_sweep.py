@@ -32,7 +32,7 @@ TORCHRUN_FAKE = f"{sys.executable} -m torch.distributed.run --standalone --nproc
 def ray_local():
     import ray
 
-    from sweep.driver import start_ray
+    from sweep.tuner import start_ray
 
     start_ray("")
     yield
@@ -159,6 +159,10 @@ def test_default_sweep_with_the_real_trainer(ray_local, stores, workdir, capsys)
     leaderboard = client.download_artifacts(parent.info.run_id, tracking.LEADERBOARD_ARTIFACT, str(workdir))
     assert Path(leaderboard).read_text().strip() in out
     assert re.search(r"^\[\s*\d+:\d\d\] 4 trials: 0 running, 4 done, 0 pruned, 0 failed", out, re.M)
+    # The run's description in MLflow's UI says how to read the sweep, then holds the leaderboard.
+    note = client.get_run(parent.info.run_id).data.tags[tracking.NOTE_TAG]
+    assert f"metric `{tracking.OBJECTIVE_METRIC}`" in note and "lowest is best" in note
+    assert Path(leaderboard).read_text().strip() in note
 
 
 def test_asha_stopped_trials_are_pruned_in_optuna(ray_local, stores, workdir, capsys):

@@ -19,7 +19,7 @@ from sweep.events import EventTail, RunState
 from sweep.logparse import LiveLog
 from sweep.objective import DIVERGED_VALUE, Objective
 from sweep.process import SupervisedProcess
-from sweep.report import Row, best, leaderboard
+from sweep.trial_rows import TrialRow as Row, best, leaderboard
 from test_sweep import processes_with, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from sweep.claim import Claim, SeedResult, judge, make_claim, markdown
 from sweep.cli import main as sweep_main
 from sweep.errors import InputError
 from sweep.overrides import format_value
-from sweep.verify import MARKDOWN_ARTIFACT, NOTE_TAG, ROLE, TAG_BEST_TRIAL
+from sweep.verify import MARKDOWN_ARTIFACT, ROLE, TAG_BEST_TRIAL
 
 FAKE = f"{sys.executable} {Path(__file__).resolve().parent / 'fake_trainer.py'}"
 SHORT = {"train": {"iterations": 6, "val_every": 2, "warmdown_iters": 2, "log_every": 1, "batch_tokens": 2048,
@@ -28,7 +28,7 @@ SHORT = {"train": {"iterations": 6, "val_every": 2, "warmdown_iters": 2, "log_ev
 def ray_local():
     import ray
 
-    from sweep.driver import start_ray
+    from sweep.tuner import start_ray
 
     start_ray("")
     yield
@@ -76,7 +76,7 @@ def test_verify_a_config_file_on_the_tiny_trainer(ray_local, tmp_path, capsys):
     assert metrics["std_val_loss"] == pytest.approx(scipy.stats.tstd(losses), rel=1e-9)
     assert parent.data.tags["sweep.verify.passed"] == str(p < 0.01).lower()
 
-    note = parent.data.tags[NOTE_TAG]
+    note = parent.data.tags[tracking.NOTE_TAG]
     artifact = Path(client.download_artifacts(parent.info.run_id, MARKDOWN_ARTIFACT, str(tmp_path))).read_text()
     assert artifact == note and note.strip() in printed
     assert f"losses = [{', '.join(repr(x) for x in losses)}]" in note
@@ -115,7 +115,7 @@ def test_verify_a_sweeps_best_trial_and_report_a_failed_seed(ray_local, tmp_path
         assert run.data.params["fake.quality"] == format_value(0.0)
     assert [r.info.status for r in runs] == ["FINISHED", "FAILED", "FINISHED"]
     assert parent.info.status == "FAILED"
-    note = parent.data.tags[NOTE_TAG]
+    note = parent.data.tags[tracking.NOTE_TAG]
     assert "| 1 | - | - | failed |" in note
     assert "1 of 3 seeds gave no loss; the test covers the other 2." in note
     losses = [runs[0].data.metrics["final_val_loss"], runs[2].data.metrics["final_val_loss"]]
