@@ -21,6 +21,29 @@ OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run d
 RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
 
 
+UNFINISHED = ("RUNNING", "SCHEDULED")
+
+
+def end_run(mlflow_client, run, status: str, mlflow_status: str, error: str | None = None) -> None:
+    """Say how a trial ended (`sweep.status`, and `sweep.error` unless the run has one), closing the run
+    if it is still open."""
+    tags = [RunTag(tracking.TAG_STATUS, status)]
+    if error and tracking.TAG_ERROR not in run.data.tags:
+        tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(error)))
+    mlflow_client.log_batch(run.info.run_id, tags=tags)
+    if run.info.status in UNFINISHED:
+        mlflow_client.set_terminated(run.info.run_id, mlflow_status)
+
+
+def close_unfinished_children(mlflow_client, experiment_id: str, parent_run_id: str) -> int:
+    """Close the child runs still open once no trial of the sweep runs (their trials were stopped or their
+    workers killed before they could); returns how many there were."""
+    runs = [r for r in tracking.child_runs(mlflow_client, experiment_id, parent_run_id) if r.info.status in UNFINISHED]
+    for run in runs:
+        end_run(mlflow_client, run, "stopped", "KILLED")
+    return len(runs)
+
+
 def identity_tags(parent_run_id: str, number: int, sweep: str) -> dict[str, str]:
     """The tags that make a run the child run of trial `number` of a sweep (README, "MLflow layout")."""
     return {tracking.PARENT_RUN_TAG: parent_run_id, tracking.TAG_ROLE: "trial",
@@ -38,7 +61,7 @@ def record_ended(mlflow_client, experiment_id: str, parent_run_id: str, sweep: s
         tracking.log_params(mlflow_client, run.info.run_id, params)
         runs = [run]
     for run in runs:
-        tracking.end_run(mlflow_client, run, status, "FAILED" if status == "failed" else "KILLED", error=error)
+        end_run(mlflow_client, run, status, "FAILED" if status == "failed" else "KILLED", error=error)
 
 
 def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int) -> dict[str, float]:

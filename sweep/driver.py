@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweep import tracking
 from sweep import results_dir as results
-from sweep.child_run import record_ended
+from sweep.child_run import close_unfinished_children, record_ended
 from sweep.errors import InputError
 from sweep.interrupt import EXIT_INTERRUPTED, Interrupts
 from sweep.live import LiveView
@@ -202,7 +202,7 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
         pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
             deepcopy=False, states=(TrialState.PRUNED,))}
         _reconcile(grid, plan, space, pruned, mlflow_client, experiment_id)
-        tracking.close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+        close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
         rows = read_rows(mlflow_client, experiment_id, plan.parent_run_id, list(space.params))
         top = best(rows, space.objective)
         summary = leaderboard(rows, space.objective) + "\n" + best_line(top, space.objective)
@@ -229,5 +229,5 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
     finally:
         # fit() has stopped every trial by now; one whose worker died could not close its own run.
         with interrupts.deferred():
-            tracking.close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+            close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
             mlflow_client.set_terminated(plan.parent_run_id, outcome)

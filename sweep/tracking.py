@@ -136,31 +136,6 @@ def child_runs(mlflow_client, experiment_id: str, parent_run_id: str, trial_numb
     return search_all(mlflow_client, [experiment_id], child_filter(parent_run_id, trial_number))
 
 
-UNFINISHED = ("RUNNING", "SCHEDULED")
-
-
-def end_run(mlflow_client, run, status: str, mlflow_status: str, error: str | None = None) -> None:
-    """Say how a trial ended (`sweep.status`, and `sweep.error` unless the run has one), closing the run
-    if it is still open."""
-    from mlflow.entities import RunTag
-
-    tags = [RunTag(TAG_STATUS, status)]
-    if error and TAG_ERROR not in run.data.tags:
-        tags.append(RunTag(TAG_ERROR, clip(error)))
-    mlflow_client.log_batch(run.info.run_id, tags=tags)
-    if run.info.status in UNFINISHED:
-        mlflow_client.set_terminated(run.info.run_id, mlflow_status)
-
-
-def close_unfinished_children(mlflow_client, experiment_id: str, parent_run_id: str) -> int:
-    """Close the child runs still open once no trial of the sweep runs (their trials were stopped or their
-    workers killed before they could); returns how many there were."""
-    runs = [r for r in child_runs(mlflow_client, experiment_id, parent_run_id) if r.info.status in UNFINISHED]
-    for run in runs:
-        end_run(mlflow_client, run, "stopped", "KILLED")
-    return len(runs)
-
-
 def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
     from mlflow.entities import Param
 

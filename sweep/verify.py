@@ -196,19 +196,18 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
 
 def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan) -> list[SeedResult]:
     """Each seed's final loss and training time as MLflow holds them (the child run of trial i ran seed i)."""
-    runs = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r
-            for r in tracking.child_runs(mlflow_client, experiment_id, parent_run_id)}
+    from sweep.trial_rows import read_rows
+
+    rows = {r.number: r for r in read_rows(mlflow_client, experiment_id, parent_run_id, [])}
     results = []
     for seed in plan.seeds:
-        run = runs.get(seed)
-        if run is None:
+        row = rows.get(seed)
+        if row is None:
             results.append(SeedResult(seed, "", "not run", None, None))
             continue
-        metrics = run.data.metrics
-        time_ms = metrics.get(TRAIN_TIME_METRIC)
-        results.append(SeedResult(
-            seed, run.info.run_id, run.data.tags.get(tracking.TAG_STATUS, run.info.status.lower()),
-            metrics.get(plan.claim.loss_metric), None if time_ms is None else time_ms / 1000.0))
+        time_ms = row.metrics.get(TRAIN_TIME_METRIC)
+        results.append(SeedResult(seed, row.run_id, row.status, row.metrics.get(plan.claim.loss_metric),
+                                  None if time_ms is None else time_ms / 1000.0))
     return results
 
 
