@@ -46,7 +46,7 @@ def close_unfinished_children(mlflow_client, experiment_id: str, parent_run_id: 
 
 def identity_tags(parent_run_id: str, number: int, sweep: str) -> dict[str, str]:
     """The tags that make a run the child run of trial `number` of a sweep (README, "MLflow layout")."""
-    return {tracking.PARENT_RUN_TAG: parent_run_id, tracking.TAG_ROLE: "trial",
+    return {tracking.PARENT_RUN_TAG: parent_run_id, tracking.TAG_ROLE: tracking.TRIAL_ROLE,
             tracking.TAG_TRIAL_NUMBER: str(number), tracking.TAG_SWEEP: sweep}
 
 

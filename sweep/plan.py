@@ -2,7 +2,9 @@
 (the results dir is a local folder or a URI: see `sweep.results_dir`).
 
 The plan keeps the space file's text as it was at launch: a resumed sweep searches the same space even
-if the file has been edited since.
+if the file has been edited since. It also records the stage the sweep reached (the search, then its
+confirmation with `--confirm`), so a resume continues where the driver stopped; plans written before a
+field existed load with its default.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from sweep.space import SearchSpace, parse_space
 from sweep.trainer_spec import ARGS
 
 PLAN_FILE = "sweep.json"
+SEARCH, CONFIRM, DONE = "search", "confirm", "done"   # the stages of a sweep
 DEFAULT_RESULTS_DIR = "runs"
 
 
@@ -46,6 +49,14 @@ class SweepPlan:
     seed: int | None = None
     sets: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str = ""
+    confirm: int = 0            # top configurations confirmed over paired seeds; 0 = no confirmation
+    confirm_seeds: int = 3
+    stop_at: float | None = None
+    budget_gpu_hours: float | None = None
+    noise_std: float | None = None
+    stage: str = SEARCH
+    confirm_run_id: str = ""    # the confirmation's parent run
+    confirm_trials: list[int] = field(default_factory=list)  # the search trials confirmed, the baseline first
 
     @property
     def tune_path(self) -> str:
@@ -60,6 +71,11 @@ class SweepPlan:
     @property
     def run_root(self) -> Path:
         return self.sweep_dir / "trials"
+
+    @property
+    def confirm_name(self) -> str:
+        """The confirmation's Tune experiment (beside the sweep's) and MLflow parent run."""
+        return f"{self.name}-confirm"
 
     @property
     def resources(self) -> TrialResources:

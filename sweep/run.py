@@ -10,6 +10,7 @@ problem exits with code 2 and a message naming the file and key, or the flag.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import shutil
@@ -33,6 +34,7 @@ DEFAULT_SPACE = "fp8_scales"
 DEFAULT_TRIALS = 6
 SCHEDULERS = ("fifo", "asha")
 SPACES_DIR = "search_spaces"
+DEFAULT_CONFIRM_SEEDS = 3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +75,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="fix a config key (env mode: an environment variable) for every trial (repeatable)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial (default 1)")
+    p.add_argument("--confirm", type=int, metavar="K",
+                   help="when the search ends, re-run the top K distinct configurations and the baseline (the "
+                        "space's first point) on the same seeds 1..N and report which beat the baseline beyond "
+                        "noise (default: the space's confirm.top, else no confirmation)")
+    p.add_argument("--confirm-seeds", type=int, metavar="N",
+                   help=f"seeds of the confirmation (default: the space's confirm.seeds, else {DEFAULT_CONFIRM_SEEDS})")
+    p.add_argument("--stop-at", type=float, metavar="VALUE",
+                   help="start no more trials once a finished trial's metric reaches VALUE (at or below when "
+                        "minimising, at or above when maximising); running trials finish")
+    p.add_argument("--budget-gpu-hours", type=float, metavar="H",
+                   help="start no trial that would take the sweep's GPU-hours (CPU-hours for CPU trials), spent "
+                        "plus expected, over H")
+    p.add_argument("--noise-std", type=float, metavar="X",
+                   help="the seed std of the metric, for the leaderboard's noise floor (2 x X) when the sweep "
+                        "runs no confirmation")
 
 
 def find_space(name: str | None) -> Path:
@@ -135,6 +152,28 @@ def check_new_name(name: str, results_dir: str, storage: str) -> None:
         raise InputError("--name", f"the Optuna storage already holds a study {name!r}; {resume_hint}")
 
 
+def _positive(value: float | None, flag: str) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InputError(flag, f"must be a number above 0, got {value}")
+    return value
+
+
+def _confirm_settings(args: argparse.Namespace, space: SearchSpace) -> tuple[int, int]:
+    """(top K, seeds N) of the confirmation: the flags, else the space's `confirm:` block."""
+    top = space.confirm.get("top", 0) if args.confirm is None else at_least(args.confirm, "--confirm")
+    seeds = space.confirm.get("seeds", DEFAULT_CONFIRM_SEEDS)
+    if args.confirm_seeds is not None:
+        seeds = at_least(args.confirm_seeds, "--confirm-seeds", minimum=2)
+    if top:
+        seed_key = space.trainer.seed_key
+        for where, keys in (("params", space.params), ("fixed", space.fixed), ("trainer.env", space.trainer.env)):
+            if seed_key in keys:
+                raise InputError("--confirm" if args.confirm else f"{space.source}: confirm",
+                                 f"the confirmation runs seeds 1..{seeds} through {seed_key}, which "
+                                 f"{space.source} sets in {where}")
+    return top, seeds
+
+
 def build_plan(args: argparse.Namespace) -> SweepPlan:
     """Every check of `sweep run`'s input; nothing is written."""
     space_path = find_space(args.space)
@@ -146,6 +185,11 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
     gpus = trial.gpus
     at_least(args.max_failures, "--max-failures", minimum=0)
+    confirm, confirm_seeds = _confirm_settings(args, space)
+    if args.stop_at is not None and not math.isfinite(args.stop_at):
+        raise InputError("--stop-at", f"must be a finite value of {space.metric}, got {args.stop_at}")
+    _positive(args.budget_gpu_hours, "--budget-gpu-hours")
+    _positive(args.noise_std, "--noise-std")
     if args.scheduler == "asha" and "train.val_every" in space.params:
         raise InputError("--scheduler", "asha compares trials at their 1st, 2nd, 4th, ... validation, which a space "
                          "sweeping train.val_every puts at different training steps; use --scheduler fifo")
@@ -183,7 +227,9 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, scheduler=args.scheduler, sampler=args.sampler,
         max_failures=args.max_failures, mlflow_uri=mlflow_uri, storage=storage, results_dir=results_dir,
         cwd=os.getcwd(), address=args.address or "", trainer_cmd=space.trainer.command,
-        trainer_params=space.trainer.params, seed=args.seed, sets=sets)
+        trainer_params=space.trainer.params, seed=args.seed, sets=sets, confirm=confirm,
+        confirm_seeds=confirm_seeds, stop_at=args.stop_at, budget_gpu_hours=args.budget_gpu_hours,
+        noise_std=args.noise_std)
 
 
 def main(args: argparse.Namespace) -> int:

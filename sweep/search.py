@@ -13,6 +13,9 @@
   no duplicates and no trial stuck RUNNING. A trial that was running when the driver stopped keeps the
   intermediate values it reported before; Optuna hands out `Trial` objects only from `ask`, so the values
   it reports after the restart reach Tune's scheduler but not the study.
+- With a launch gate (sweep.launch_gate: `--stop-at`, `--budget-gpu-hours`), `suggest` asks it before
+  each new trial and answers `Searcher.FINISHED` once it is closed: Tune starts no more trials and lets
+  the running ones finish.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from sweep.launch_gate import LaunchGate
 from sweep.space import SearchSpace
 from sweep.study import make_sampler, make_storage
 from sweep.trial import FINAL_KEY, OBJECTIVE_KEY, TRIAL_NUMBER_KEY
@@ -33,8 +37,9 @@ ADOPTABLE = (TrialState.RUNNING, TrialState.COMPLETE)
 
 class StudySearcher(Searcher):
     def __init__(self, space: SearchSpace, study_name: str, storage_url: str, sampler: str = "tpe",
-                 seed: int | None = None):
+                 seed: int | None = None, gate: LaunchGate | None = None):
         super().__init__(metric=OBJECTIVE_KEY, mode=space.mode)
+        self._gate = gate
         self._distributions = space.distributions()
         self._points = [dict(p) for p in space.points_to_evaluate]
         self._study_args = (study_name, storage_url, sampler, seed)
@@ -82,8 +87,14 @@ class StudySearcher(Searcher):
         self._trials[trial_id] = trial
         return trial.number, trial.params
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def suggest(self, trial_id: str) -> dict | str | None:
         orphan = self._next_orphan()
+        # An orphan was started by an earlier driver already: it runs whatever the gate says.
+        if orphan is None and self._gate is not None:
+            reason = self._gate.closed({n for t, n in self._numbers.items() if t not in self._finished})
+            if reason is not None:
+                self._gate.record(reason)
+                return Searcher.FINISHED
         number, params = (orphan.number, orphan.params) if orphan is not None else self._ask(trial_id)
         self._numbers[trial_id] = number
         return {**params, TRIAL_NUMBER_KEY: number}

@@ -18,6 +18,7 @@ points_to_evaluate:       # run first, in this order
   - {fp8.x_s: 0.2232}
 target: 3.28              # only for metric time_to_target
 diverged_value: 1.0e6     # optional, see sweep.objective
+confirm: {top: 2, seeds: 3}   # optional: what `sweep run --confirm` does by default
 ```
 
 For the built-in trainer, keys are checked against the trainer's schema (`trainer/presets/base.yaml`) and
@@ -44,7 +45,8 @@ from sweep.trainer_spec import TrainerSpec, parse_trainer_block
 from trainer.config import ConfigError, flatten, load_config, preset_names
 
 TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "points_to_evaluate", "target",
-            "diverged_value")
+            "diverged_value", "confirm")
+CONFIRM_KEYS = {"top": 1, "seeds": 2}   # the `confirm:` block's keys and their smallest values
 PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low", "high", "log", "step"),
               "categorical": ("type", "choices")}
 SMALL_INT_RANGE = 64   # an int range with at most this many values is checked value by value
@@ -108,6 +110,7 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
+    confirm: dict[str, int] = field(default_factory=dict)   # the `confirm:` block: top, seeds
     source: str = ""
     text: str = ""
 
@@ -214,6 +217,22 @@ def _param(key: str, spec: Any, where: str) -> Param:
     return Param(key, kind, low=low, high=high, log=log, step=step)
 
 
+def _confirm_block(value: Any, source: str) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{source}: confirm", "must be a mapping like {top: 2, seeds: 3}")
+    block = {}
+    for key, item in value.items():
+        if key not in CONFIRM_KEYS:
+            raise InputError(f"{source}: confirm.{key}", f"unknown field (known: {', '.join(CONFIRM_KEYS)})")
+        number = _number(item, f"{source}: confirm.{key}", integer=True)
+        if number < CONFIRM_KEYS[key]:
+            raise InputError(f"{source}: confirm.{key}", f"must be at least {CONFIRM_KEYS[key]}, got {number}")
+        block[key] = number
+    return block
+
+
 def _mapping(data: dict, key: str, where: str) -> dict:
     value = data.get(key) or {}
     if not isinstance(value, dict):
@@ -291,7 +310,8 @@ def parse_space(text: str, source: str) -> SearchSpace:
             raise InputError(where, f"gives no value for {', '.join(missing)}")
     return SearchSpace(name=name, objective=Objective(metric, mode, target, diverged), preset=preset,
                        params=params, fixed=dict(fixed), points_to_evaluate=[dict(p) for p in points],
-                       trainer=trainer, source=source, text=text)
+                       trainer=trainer, confirm=_confirm_block(data.get("confirm"), source), source=source,
+                       text=text)
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -89,6 +89,10 @@ def _p_format(p: float) -> str:
     return "%.4f" if p >= 1e-4 else "%.2e"
 
 
+def format_p(p: float) -> str:
+    return _p_format(p) % p
+
+
 def _code_block(losses: list[float], times: list[float], threshold: float, p: float) -> list[str]:
     # float64 in the printed code: the README convention's float32 tensor can round a std that sits on a
     # 4-decimal boundary the other way from the exact figure the comment gives.
@@ -142,3 +146,52 @@ def golf_markdown(losses: Sequence[float], times: Sequence[float] | None, baseli
                   f"p={_p_format(result.p_value) % result.p_value}, which {verdict} the >= {min_improvement:g} "
                   f"nats at p < {alpha:g} rule."]
     return "\n".join(lines) + "\n"
+
+
+def paired_test(values: Sequence[float], baseline: Sequence[float], mode: str = "min") -> float:
+    """p-value of the one-sided paired t-test that `values` beat `baseline` seed by seed (lower when `mode`
+    is min, higher when max): `scipy.stats.ttest_rel(values, baseline, alternative="less" / "greater")`,
+    except that differences with no spread give a definite answer where scipy gives NaN: 0 when every seed
+    improves by the same amount, 1 otherwise, so a configuration identical to its baseline is never better."""
+    xs = _as_floats(values, "values", 2)
+    base = _as_floats(baseline, "baseline", 2)
+    if len(xs) != len(base):
+        raise ValueError(f"paired values: {len(xs)} values against {len(base)} baseline values")
+    std, mean = std_mean([x - b for x, b in zip(xs, base)])
+    if std == 0.0:
+        return 0.0 if (mean < 0 if mode == "min" else mean > 0) else 1.0
+    alternative = "less" if mode == "min" else "greater"
+    return float(_scipy_stats.ttest_rel(xs, base, alternative=alternative).pvalue)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The two-sided t confidence interval of the mean (`scipy.stats.t.interval` on the standard error)."""
+    xs = _as_floats(values, "values", 2)
+    std, mean = std_mean(xs)
+    if std == 0.0:
+        return mean, mean
+    low, high = _scipy_stats.t.interval(level, len(xs) - 1, loc=mean, scale=std / math.sqrt(len(xs)))
+    return float(low), float(high)
+
+
+def pooled_std(groups: Iterable[Sequence[float]]) -> float | None:
+    """The pooled sample std of several groups (each of at least 2 values), None when there is none."""
+    dof, total = 0, 0.0
+    for group in groups:
+        if len(group) < 2:
+            continue
+        std, _ = std_mean(group)
+        dof += len(group) - 1
+        total += (len(group) - 1) * std * std
+    return math.sqrt(total / dof) if dof else None
+
+
+def detectable_difference(std: float, n: int, alpha: float = RECORD_ALPHA, power: float = 0.8) -> float:
+    """The smallest paired difference that n seeds detect with the one-sided paired t-test at p < alpha with
+    the given power, for runs whose seed std is `std`: (t_{1-alpha, n-1} + t_{power, n-1}) * sqrt(2) * std /
+    sqrt(n). The differences' std is taken as sqrt(2) * std, that of two independent runs: what pairing the
+    seeds cancels on top of that is a bonus the estimate does not count on."""
+    if n < 2:
+        raise ValueError(f"need at least 2 seeds, got {n}")
+    t = _scipy_stats.t
+    return float((t.ppf(1 - alpha, n - 1) + t.ppf(power, n - 1)) * math.sqrt(2.0) * std / math.sqrt(n))

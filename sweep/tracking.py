@@ -16,7 +16,8 @@ from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE,
 from trainer.source import git_sha
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
-TAG_ROLE = "sweep.role"                  # "sweep" on the parent, "trial" on a child
+TAG_ROLE = "sweep.role"                  # "sweep", "verify" or "confirm" on a parent, "trial" on a child
+TRIAL_ROLE = "trial"
 TAG_SWEEP = "sweep.name"
 TAG_SPACE = "sweep.space"                # the space file's content
 TAG_SPACE_FILE = "sweep.space_file"
@@ -36,6 +37,7 @@ TAG_GPUS = "sweep.gpus_per_trial"
 TAG_NPROC = "sweep.nproc_per_trial"
 TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
 TAG_VISIBLE_GPUS = "sweep.cuda_visible_devices"  # the GPU ids Ray gave the trial
+TAG_STOPPED_LAUNCHING = "sweep.stopped_launching"  # on the parent: why no more trials started (--stop-at, budget)
 NOTE_TAG = "mlflow.note.content"         # shown as the run's description in the MLflow UI
 
 STEP_METRICS = STEP_FIELDS
@@ -100,8 +102,8 @@ def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
 
 def open_parent(mlflow_client, experiment_id: str, name: str, role: str, preset: str, address: str, command: str,
                 tags: dict[str, str], description: str = "") -> str:
-    """Create the parent run of a sweep or verification (role `sweep` or `verify`) with the tags every
-    parent carries, plus `tags`; returns its id."""
+    """Create the parent run of a sweep, verification or confirmation (role `sweep`, `verify` or `confirm`)
+    with the tags every parent carries, plus `tags`; returns its id."""
     common = {TAG_ROLE: role, TAG_SWEEP: name, TAG_PRESET: preset, TAG_GIT_SHA: git_sha() or "unknown",
               TAG_RAY_ADDRESS: address or "local", TAG_COMMAND: clip(command)}
     if description:
@@ -114,7 +116,8 @@ def clip(text: str, limit: int = MAX_TAG_CHARS) -> str:
 
 
 def child_filter(parent_run_id: str, trial_number: int | None = None) -> str:
-    text = f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'"
+    # The role keeps out runs nested under the parent that are not its trials (a sweep's confirmation run).
+    text = f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and tags.`{TAG_ROLE}` = '{TRIAL_ROLE}'"
     if trial_number is not None:
         text += f" and tags.`{TAG_TRIAL_NUMBER}` = '{trial_number}'"
     return text

@@ -28,6 +28,7 @@ from sweep.overrides import check_env_name, format_env_value, format_value
 ENV, ARGS = "env", "args"
 MODES = (ENV, ARGS)
 BLOCK_KEYS = ("command", "params", "env")
+SEED_KEY, SEED_ENV = "seed", "SEED"   # where the seed reaches the built-in trainer (a key) and an env-mode script
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 _TORCHRUN_MODULES = ("torch.distributed.run",)
 _PYTHON_OPTIONS_WITH_VALUE = ("-W", "-X")
@@ -42,6 +43,11 @@ class TrainerSpec:
     @property
     def env_mode(self) -> bool:
         return self.params == ENV
+
+    @property
+    def seed_key(self) -> str:
+        """The key that sets a run's seed."""
+        return SEED_ENV if self.env_mode else SEED_KEY
 
     def text(self, value: Any) -> str:
         """A swept or fixed value as the command receives it."""

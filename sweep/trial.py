@@ -32,14 +32,14 @@ from sweep.logparse import LiveLog
 from sweep.objective import Objective
 from sweep.overrides import format_override, format_overrides, format_value
 from sweep.process import SupervisedProcess, package_pythonpath
-from sweep.trainer_spec import TrainerSpec
+from sweep.trainer_spec import SEED_ENV, TrainerSpec
 from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 
 TRIAL_NUMBER_KEY = "trial_number"   # put into each trial's config by the searcher
 FINAL_KEY = "reached_final"         # True only on a result made from the trainer's final event
 OBJECTIVE_KEY = tracking.OBJECTIVE_METRIC
 RUN_DIR_ENV = "SWEEP_RUN_DIR"
-RUN_ID_ENV, SEED_ENV = "RUN_ID", "SEED"   # the trial's identity in env mode
+RUN_ID_ENV = "RUN_ID"                     # the trial's identity in env mode, with SEED_ENV
 SCRIPT_LOGS = "logs"                      # where upstream scripts write logs/<RUN_ID>.txt, from their cwd
 COMPILE_CACHE = "gpt-sweep-compile-cache"
 TAIL_LINES = 40

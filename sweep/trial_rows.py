@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweep import tracking
+from sweep.claim import RESULT_STATES
 from sweep.errors import InputError
 from sweep.objective import Objective
 from sweep.table import fmt, render, shared_ranks
 
 RUNNING = "running"
+NOISE_FLOOR_STDS = 2   # trials closer than this many seed stds to the best tie with it
 
 
 @dataclass
@@ -89,10 +91,30 @@ def ranked_table(rows: list[TrialRow], objective: Objective, header: list[str], 
     return render(lines)
 
 
-def leaderboard(rows: list[TrialRow], objective: Objective) -> str:
+def within_noise(rows: list[TrialRow], objective: Objective, floor: float) -> set[int]:
+    """The trials with a result (ok or wallclock_cap) whose objective lies within `floor` of the best's."""
+    top = best([r for r in rows if r.status in RESULT_STATES], objective)
+    if top is None:
+        return set()
+    return {r.number for r in rows
+            if r.status in RESULT_STATES and r.objective is not None and abs(r.objective - top.objective) <= floor}
+
+
+def leaderboard(rows: list[TrialRow], objective: Objective, noise_std: float | None = None,
+                noise_source: str = "") -> str:
+    """The ranked table; with a seed-noise estimate, the trials that tie with the best within the noise floor
+    (NOISE_FLOOR_STDS x the std) are marked `~`, and a line says how many there are."""
     keys = list(rows[0].params) if rows else []
-    return ranked_table(rows, objective, [objective.metric, *keys, "wallclock_s"],
-                        lambda r: [fmt(r.objective), *(fmt(r.params.get(k)) for k in keys), fmt(r.wallclock_s)])
+    header, cells = [objective.metric, *keys, "wallclock_s"], (
+        lambda r: [fmt(r.objective), *(fmt(r.params.get(k)) for k in keys), fmt(r.wallclock_s)])
+    if noise_std is None:
+        return ranked_table(rows, objective, header, cells)
+    floor = NOISE_FLOOR_STDS * noise_std
+    ties = within_noise(rows, objective, floor)
+    table = ranked_table(rows, objective, ["~", *header], lambda r: ["~" if r.number in ties else "", *cells(r)])
+    count = "1 trial" if len(ties) == 1 else f"{len(ties)} trials"
+    return (f"{table}\n{count} within the noise floor ({NOISE_FLOOR_STDS} x std = {floor:.4g}, "
+            f"std {noise_std:.4g} {noise_source}) of the best, marked ~: the search cannot tell them apart")
 
 
 def best_line(row: TrialRow | None, objective: Objective) -> str:

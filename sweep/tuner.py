@@ -85,7 +85,9 @@ def new_tuner(settings: TrialSettings, *, name: str, results_dir: str, max_failu
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
 
 
-def restore_tuner(settings: TrialSettings, path: str):
-    """The Tune experiment at `path`, continued: its unfinished trials restart, its errored ones stay ended."""
+def restore_tuner(settings: TrialSettings, path: str, param_space: dict | None = None):
+    """The Tune experiment at `path`, continued: its unfinished trials restart, its errored ones stay ended.
+    A `param_space` holding functions (`tune.sample_from`) must be given again: Tune saves placeholders
+    for them."""
     return tune.Tuner.restore(path, trial_trainable(settings), resume_unfinished=True, resume_errored=False,
-                              restart_errored=False)
+                              restart_errored=False, param_space=param_space)

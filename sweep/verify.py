@@ -32,6 +32,7 @@ from sweep.overrides import format_override, format_value, parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
 from sweep.stores import DEFAULT_MLFLOW_URI
+from sweep.trainer_spec import SEED_KEY
 from trainer.config import ConfigError, flatten, load_config
 
 HELP = "re-run the best config of a sweep (or a config file) over several seeds and test it (t-test)"
@@ -44,8 +45,6 @@ TAG_TARGET = "sweep.verify.target"
 TAG_LOSS = "sweep.verify.loss"                 # the child-run metric that was tested
 TAG_PASSED = "sweep.verify.passed"             # "true" | "false": p < 0.01
 MARKDOWN_ARTIFACT = "verify.md"
-TRAIN_TIME_METRIC = "final_train_time_ms"
-SEED_KEY = "seed"
 
 
 @dataclass
@@ -196,19 +195,11 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
 
 def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan) -> list[SeedResult]:
     """Each seed's final loss and training time as MLflow holds them (the child run of trial i ran seed i)."""
-    from sweep.trial_rows import read_rows
+    from sweep.seed_grid import seed_results as results_by_trial
 
-    rows = {r.number: r for r in read_rows(mlflow_client, experiment_id, parent_run_id, [])}
-    results = []
-    for seed in plan.seeds:
-        row = rows.get(seed)
-        if row is None:
-            results.append(SeedResult(seed, "", "not run", None, None))
-            continue
-        time_ms = row.metrics.get(TRAIN_TIME_METRIC)
-        results.append(SeedResult(seed, row.run_id, row.status, row.metrics.get(plan.claim.loss_metric),
-                                  None if time_ms is None else time_ms / 1000.0))
-    return results
+    found = results_by_trial(mlflow_client, experiment_id, parent_run_id, {s: s for s in plan.seeds},
+                             plan.claim.loss_metric)
+    return [found[s] for s in plan.seeds]
 
 
 def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: str) -> str:
@@ -223,25 +214,15 @@ def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: s
 
 def _run_seeds(plan: VerifyPlan, settings) -> None:
     import ray
-    from ray import tune
 
-    from sweep.live import LiveView
-    from sweep.resources import trials_that_fit
-    from sweep.trial import TRIAL_NUMBER_KEY
-    from sweep.tuner import new_tuner, start_ray
+    from sweep.seed_grid import run_grid
+    from sweep.tuner import start_ray
 
-    n = len(plan.seeds)
     started = start_ray(plan.address)
     try:
-        concurrency = plan.concurrency or trials_that_fit(n, plan.resources)
-        tuner = new_tuner(
-            settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
-            # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
-            param_space={TRIAL_NUMBER_KEY: tune.grid_search(plan.seeds),
-                         SEED_KEY: tune.sample_from(lambda spec: spec.config[TRIAL_NUMBER_KEY])},
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency),
-            callbacks=[LiveView("val_loss", "min", n)])
-        tuner.fit()
+        # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
+        run_grid(settings, {s: {SEED_KEY: s} for s in plan.seeds}, name=plan.name, results_dir=plan.results_dir,
+                 concurrency=plan.concurrency, max_failures=plan.max_failures, metric="val_loss", mode="min")
     finally:
         if started:
             ray.shutdown()
