@@ -1,11 +1,13 @@
-"""Import finished (or cut-off) training logs into MLflow: one run per log, beside the sweep's trials.
+"""Import finished (or cut-off) training logs into MLflow: one run per log, beside a sweep's trials.
 
 Reads modded-nanogpt record logs, parameter-golf logs and our own train.log (sweep.logparse) and writes
 the same metric names the trials use, so upstream records can be compared with sweep results in one
-MLflow experiment. A log is identified by the sha256 of its content: importing a file twice, or the same
-content under two names, creates one run. Existing runs are never modified. A file that is not a
-training log is reported and skipped; a log that stops before its final step or summary is imported
-and tagged incomplete.
+MLflow experiment. `--sweep NAME` imports into that sweep's store and experiment and tags each run with
+the sweep's name, which is how `sweep compare NAME` finds its reference curves; `--experiment NAME`
+imports into any experiment. A log is identified by the sha256 of its content: importing a file twice,
+or the same content under two names, creates one run (per sweep, with `--sweep`). Existing runs are never
+modified. A file that is not a training log is reported and skipped; a log that stops before its final
+step or summary is imported and tagged incomplete.
 """
 from __future__ import annotations
 
@@ -17,18 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from sweep import stores, tracking
+from sweep import credentials, stores, tracking
 from sweep.errors import InputError
 from sweep.logparse import NotATrainingLog, ParsedLog, parse_log
+from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
 
 HELP = "import modded-nanogpt / parameter-golf / train.log files into MLflow as runs"
 DEFAULT_EXPERIMENT = "imported-logs"
 LOG_SUFFIXES = (".txt", ".log")
 
-ROLE_IMPORT = "import"                      # value of tracking.TAG_ROLE on an imported run
 TAG_SOURCE = "sweep.import.source"          # modded-nanogpt | parameter-golf | gpt-sweep
 TAG_FILE = "sweep.import.file"              # the file's name
-TAG_PATH = "sweep.import.path"              # the path it was imported from
+TAG_PATH = "sweep.import.path"              # the absolute path it was imported from
 TAG_SHA256 = "sweep.import.sha256"          # content hash: the identity of an imported log
 TAG_COMPLETE = "sweep.import.complete"      # "true" | "false"
 
@@ -71,13 +73,16 @@ class Skipped:
 class ImportReport:
     experiment: str
     experiment_id: str
+    tracking_uri: str
+    sweep: str | None = None
     imported: list[ImportedRun] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
     def summary(self) -> str:
+        where = f"experiment {self.experiment!r}" + (f", sweep {self.sweep!r}" if self.sweep else "")
         lines = [f"{len(self.imported)} imported, {len(self.duplicates)} already present, "
-                 f"{len(self.skipped)} skipped (experiment {self.experiment!r})"]
+                 f"{len(self.skipped)} skipped ({where} in {self.tracking_uri})"]
         lines += [f"  imported  {r.path} -> run {r.run_id} ({r.source}{'' if r.complete else ', incomplete'})"
                   for r in self.imported]
         lines += [f"  present   {d.path} = run {d.run_id}" for d in self.duplicates]
@@ -123,8 +128,11 @@ def _read(path: Path) -> tuple[str, str] | Skipped:
     return hashlib.sha256(data).hexdigest(), data.decode("utf-8", errors="replace")
 
 
-def _existing_run(client, experiment_id: str, sha: str) -> str | None:
-    runs = client.search_runs([experiment_id], f"tags.`{TAG_SHA256}` = '{sha}'", max_results=1)
+def _existing_run(client, experiment_id: str, sha: str, sweep: str | None) -> str | None:
+    query = f"tags.`{TAG_SHA256}` = '{sha}'"
+    if sweep is not None:
+        query += f" and tags.`{tracking.TAG_SWEEP}` = '{sweep}'"
+    runs = client.search_runs([experiment_id], query, max_results=1)
     return runs[0].info.run_id if runs else None
 
 
@@ -132,12 +140,14 @@ def _params(log: ParsedLog) -> dict[str, str]:
     return {k: str(v)[:_MAX_PARAM_CHARS] for k, v in log.hyperparameters.items() if _PARAM_KEY.match(k)}
 
 
-def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog) -> str:
+def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog, sweep: str | None) -> str:
     from mlflow.entities import RunTag
 
-    run = client.create_run(experiment_id, run_name=path.name, tags={
-        tracking.TAG_ROLE: ROLE_IMPORT, TAG_SOURCE: log.source, TAG_FILE: path.name, TAG_PATH: str(path),
-        TAG_COMPLETE: str(log.complete).lower(), tracking.TAG_STATUS: log.status})
+    tags = {tracking.TAG_ROLE: tracking.ROLE_IMPORT, TAG_SOURCE: log.source, TAG_FILE: path.name,
+            TAG_PATH: str(path.resolve()), TAG_COMPLETE: str(log.complete).lower(), tracking.TAG_STATUS: log.status}
+    if sweep is not None:
+        tags[tracking.TAG_SWEEP] = sweep
+    run = client.create_run(experiment_id, run_name=path.name, tags=tags)
     run_id = run.info.run_id
     try:
         tracking.log_params(client, run_id, _params(log))
@@ -161,12 +171,14 @@ def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog)
 
 
 def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EXPERIMENT,
-                tracking_uri: str = stores.DEFAULT_MLFLOW_URI) -> ImportReport:
-    """Import each log file (a folder: its *.txt and *.log files) as one MLflow run in `experiment`.
+                tracking_uri: str = stores.DEFAULT_MLFLOW_URI, sweep: str | None = None) -> ImportReport:
+    """Import each log file (a folder: its *.txt and *.log files) as one MLflow run in `experiment`,
+    tagged with `sweep` when given.
 
     Bad input (a missing path, an empty experiment name, an unusable tracking URI) raises InputError
     before MLflow is touched. Files that are not training logs are skipped and listed in the report;
-    logs whose content is already in the experiment are listed as duplicates and not written again.
+    logs whose content is already in the experiment (imported for `sweep`, when given) are listed as
+    duplicates and not written again.
     """
     if not experiment or not experiment.strip():
         raise InputError("--experiment", "the experiment name is empty")
@@ -175,7 +187,7 @@ def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EX
 
     client = tracking.client(tracking_uri)
     experiment_id = tracking.ensure_experiment(client, tracking_uri, experiment)
-    report = ImportReport(experiment, experiment_id)
+    report = ImportReport(experiment, experiment_id, tracking_uri, sweep)
     this_call: dict[str, str] = {}
     for path in files:
         read = _read(path)
@@ -183,7 +195,7 @@ def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EX
             report.skipped.append(read)
             continue
         sha, text = read
-        existing = this_call.get(sha) or _existing_run(client, experiment_id, sha)
+        existing = this_call.get(sha) or _existing_run(client, experiment_id, sha, sweep)
         if existing is not None:
             report.duplicates.append(Duplicate(str(path), existing))
             continue
@@ -192,7 +204,7 @@ def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EX
         except NotATrainingLog as e:
             report.skipped.append(Skipped(str(path), f"not a training log: {e}"))
             continue
-        run_id = _write_run(client, experiment_id, path, sha, log)
+        run_id = _write_run(client, experiment_id, path, sha, log, sweep)
         this_call[sha] = run_id
         report.imported.append(ImportedRun(str(path), run_id, log.source, log.complete))
     return report
@@ -200,15 +212,49 @@ def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EX
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="log files, or folders of *.txt / *.log files")
-    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
-                   help=f"MLflow experiment to import into (default {DEFAULT_EXPERIMENT})")
-    p.add_argument("--mlflow-uri", default=stores.DEFAULT_MLFLOW_URI,
-                   help=f"MLflow tracking URI (default {stores.DEFAULT_MLFLOW_URI})")
+    p.add_argument("--sweep", metavar="NAME",
+                   help="import beside this sweep's trials: into its MLflow store and experiment, tagged with "
+                        "its name, so `sweep compare NAME` draws the logs as reference curves")
+    p.add_argument("--results-dir",
+                   help=f"where the sweep of --sweep keeps its state (default {DEFAULT_RESULTS_DIR})")
+    p.add_argument("--experiment",
+                   help=f"MLflow experiment to import into (default: the sweep's with --sweep, else "
+                        f"{DEFAULT_EXPERIMENT})")
+    p.add_argument("--mlflow-uri",
+                   help=f"MLflow tracking URI (default: the sweep's with --sweep, else {stores.DEFAULT_MLFLOW_URI})")
+
+
+def _same_store(a: str, b: str) -> bool:
+    files = stores.sqlite_path(a), stores.sqlite_path(b)
+    return a == b or (None not in files and files[0].resolve() == files[1].resolve())
+
+
+def destination(args: argparse.Namespace) -> tuple[str, str, str | None]:
+    """(tracking URI, experiment, sweep name) the command imports into. With --sweep the sweep's plan
+    names the store and the experiment; a flag that names another one is an error, not a quiet override,
+    since runs imported beside some other sweep's trials would never show in this sweep's comparison."""
+    uri = stores.absolute(credentials.mlflow_uri(args.mlflow_uri)) if args.mlflow_uri else None
+    if args.sweep is None:
+        if args.results_dir is not None:
+            raise InputError("--results-dir", "names where a sweep lives; it needs --sweep NAME")
+        experiment = DEFAULT_EXPERIMENT if args.experiment is None else args.experiment
+        return uri or stores.absolute(stores.DEFAULT_MLFLOW_URI), experiment, None
+    if not args.sweep.strip():
+        raise InputError("--sweep", "the sweep name is empty")
+    plan = load_plan(args.results_dir or DEFAULT_RESULTS_DIR, args.sweep)
+    sweep_uri = stores.absolute(plan.mlflow_uri)
+    if uri is not None and not _same_store(uri, sweep_uri):
+        raise InputError("--mlflow-uri", f"sweep {plan.name} keeps its runs in {sweep_uri}, not {uri}; "
+                                         f"leave --mlflow-uri out")
+    if args.experiment is not None and args.experiment != plan.experiment:
+        raise InputError("--experiment", f"sweep {plan.name}'s runs are in experiment {plan.experiment!r}, not "
+                                         f"{args.experiment!r}; leave --experiment out")
+    return sweep_uri, plan.experiment, plan.name
 
 
 def main(args: argparse.Namespace) -> int:
-    uri = stores.absolute(args.mlflow_uri)
-    report = import_logs(args.paths, args.experiment, uri)
+    uri, experiment, sweep = destination(args)
+    report = import_logs(args.paths, experiment, uri, sweep)
     print(report.summary())
     print(f"view with: {tracking.ui_command(uri)}")
     return 0
