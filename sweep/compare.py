@@ -2,8 +2,10 @@
 
 Everything is read from the sweep's stores (MLflow child runs and their metric histories, the Optuna
 study), so it works while the sweep is still running: unfinished trials are listed as `running` with their
-latest values. The table goes to `--out` as `trials.txt`, the plots as PNG and one self-contained HTML
-page; all are logged on the sweep's parent MLflow run under `compare/`.
+latest values. Logs imported for the sweep (`sweep import-logs --sweep NAME`) are listed below the table
+and drawn as reference curves, never ranked as trials. The table goes to `--out` as `trials.txt`, the
+plots as PNG and one self-contained HTML page; all are logged on the sweep's parent MLflow run under
+`compare/`.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import html
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 from sweep import tracking
 from sweep.errors import InputError
+from sweep.import_logs import TAG_COMPLETE, TAG_FILE, TAG_PATH
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
 from sweep.table import fmt
 from sweep.trial_rows import TrialRow, ranked_table, sweep_rows
@@ -26,6 +30,8 @@ TABLE_FILE = "trials.txt"
 FP8_SCALES = ("fp8.x_s", "fp8.w_s", "fp8.grad_s")
 FP8_RANGE = {"x": "x / x_s (e4m3)", "w": "w / w_s (e4m3)", "g": "g / grad_s (e5m2)"}
 COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s", "gpu_hours")
+REFERENCE_COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s")
+REFERENCE_STYLES = ("--", ":", "-.", (0, (8, 2, 1, 2, 1, 2)))  # grey lines told apart by their dashes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,16 +73,33 @@ def importance(study, plan: SweepPlan) -> tuple[dict[str, float], str]:
         return {}, f"parameter importance unavailable: {e}"
 
 
-def loss_curves(plan: SweepPlan, rows: list[TrialRow], top: int) -> dict[str, list[tuple[float, float]]]:
-    """(training seconds, val_loss) points of the top trials, matched by training step."""
+def references(plan: SweepPlan) -> dict[str, Any]:
+    """The runs of the logs imported for this sweep, oldest first, by label: the log's file name, with its
+    folder when two logs share a name (record folders name their logs alike: train.log, train_seed42.log)."""
+    client = tracking.client(plan.mlflow_uri)
+    experiment = client.get_experiment_by_name(plan.experiment)
+    runs = tracking.search_all(client, [experiment.experiment_id],
+                               f"tags.`{tracking.TAG_ROLE}` = '{tracking.ROLE_IMPORT}' and "
+                               f"tags.`{tracking.TAG_SWEEP}` = '{plan.name}'",
+                               order_by=["attributes.start_time ASC"])
+    names = [r.data.tags.get(TAG_FILE, r.info.run_name) for r in runs]
+    labelled = {}
+    for run, name in zip(runs, names):
+        label = name if names.count(name) == 1 else "/".join(Path(run.data.tags.get(TAG_PATH, name)).parts[-2:])
+        labelled[label if label not in labelled else f"{label} (run {run.info.run_id[:8]})"] = run
+    return labelled
+
+
+def loss_curves(plan: SweepPlan, runs: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
+    """(training seconds, val_loss) points of each run (label -> run id), matched by training step."""
     client = tracking.client(plan.mlflow_uri)
     curves = {}
-    for r in rows[:top]:
-        times = {m.step: m.value for m in client.get_metric_history(r.run_id, "train_time_ms")}
-        points = [(times[m.step] / 1000.0, m.value) for m in client.get_metric_history(r.run_id, "val_loss")
+    for label, run_id in runs.items():
+        times = {m.step: m.value for m in client.get_metric_history(run_id, "train_time_ms")}
+        points = [(times[m.step] / 1000.0, m.value) for m in client.get_metric_history(run_id, "val_loss")
                   if m.step in times and math.isfinite(m.value)]
         if points:
-            curves[f"trial {r.number}"] = sorted(points)
+            curves[label] = sorted(points)
     return curves
 
 
@@ -115,10 +138,12 @@ def _tie_note(done: list[TrialRow]) -> str:
     return f" (all {len(done)} finished trials tie at {next(iter(values)):.6g})" if len(values) == 1 else ""
 
 
-def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Path, summary: str = "") -> list[Path]:
-    """PNG files (the loss curves and the FP8 range figure from the MLflow rows; Optuna's own matplotlib
-    figures of the study: optimization history, parallel coordinates, importances, FP8-scale contours)
-    and one self-contained HTML page holding them all, which opens offline."""
+def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Path, summary: str = "",
+                refs: dict[str, Any] | None = None) -> list[Path]:
+    """PNG files (the loss curves, with the imported `refs` beside the trials, and the FP8 range figure
+    from the MLflow rows; Optuna's own matplotlib figures of the study: optimization history, parallel
+    coordinates, importances, FP8-scale contours) and one self-contained HTML page holding them all,
+    which opens offline."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,15 +158,24 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
     metric = space.metric
     tie = _tie_note(done) if done else ""
 
-    curves = loss_curves(plan, rows, top)
+    curves = loss_curves(plan, {f"trial {r.number}": r.run_id for r in rows[:top]})
+    ref_curves = loss_curves(plan, {label: run.info.run_id for label, run in (refs or {}).items()})
+    # tab10 without its grey, whatever style Optuna's figures left set: grey is the references' colour.
+    colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, points in curves.items():
+    for i, (label, points) in enumerate(curves.items()):
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", label=label)
-    ax.set(xlabel="training time (s)", ylabel="val_loss",
-           title=f"{plan.name}: val_loss of the best {len(curves)} trials" if curves else f"{plan.name}: no val_loss yet")
-    if curves:
-        ax.legend()
+        ax.plot(xs, ys, marker="o", color=colours[i % len(colours)], label=label)
+    for i, (label, points) in enumerate(ref_curves.items()):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, color=("0.25", "0.5")[i // len(REFERENCE_STYLES) % 2],
+                linestyle=REFERENCE_STYLES[i % len(REFERENCE_STYLES)], linewidth=1.5, label=f"reference: {label}")
+    title = f"{plan.name}: val_loss of the best {len(curves)} trials" if curves else f"{plan.name}: no val_loss yet"
+    if ref_curves:
+        title += f" and {len(ref_curves)} imported logs (grey)"
+    ax.set(xlabel="training time (s)", ylabel="val_loss", title=title)
+    if curves or ref_curves:
+        ax.legend(fontsize=8)
     written.append(_save(fig, out / "loss_curves.png"))
 
     figures = [(ovm.plot_optimization_history, "optimization_history.png", f"{plan.name}: {metric} by trial{tie}",
@@ -219,21 +253,28 @@ def main(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InputError("--top", f"must be at least 1, got {args.top}")
     plan = load_plan(args.results_dir, args.name)
-    out = Path(args.out) if args.out else plan.sweep_dir / "compare"
+    out = (Path(args.out) if args.out else plan.sweep_dir / "compare").resolve()
     rows = sweep_rows(plan)
+    refs = references(plan)
     from sweep.study import load_study
 
     study = load_study(plan.storage, plan.name)
     scores, why = importance(study, plan)
     objective = plan.space().objective
+    width = max(map(len, refs), default=0)
+    reference_lines = [f"reference: {label.ljust(width)}  "
+                       + "  ".join(f"{c} {fmt(run.data.metrics.get(c))}" for c in REFERENCE_COLUMNS)
+                       + ("  (incomplete log)" if run.data.tags.get(TAG_COMPLETE) == "false" else "")
+                       for label, run in refs.items()]
     summary = "\n".join([
         f"sweep {plan.name}: {len(rows)} trials, objective {objective.metric} ({objective.mode})",
         table(rows, plan),
+        *reference_lines,
         "parameter importance: " + (", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else why)])
     print(summary, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / TABLE_FILE).write_text(summary + "\n")
-    files = [out / TABLE_FILE, *write_plots(plan, study, rows, args.top, out, summary)]
+    files = [out / TABLE_FILE, *write_plots(plan, study, rows, args.top, out, summary, refs)]
     client = tracking.client(plan.mlflow_uri)
     for path in files:
         client.log_artifact(plan.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
