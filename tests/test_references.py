@@ -4,6 +4,7 @@ their public APIs as the driver writes them, and a saved plan; no Ray, no traini
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import shutil
@@ -14,8 +15,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from sweep import child_run, compare, import_logs, tracking
+from sweep import child_run, compare, credentials, import_logs, tracking
 from sweep.cli import main as sweep_main
+from sweep.cli import parser as sweep_parser
 from sweep.plan import SweepPlan, load_plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,3 +226,23 @@ def test_commands_print_store_paths_absolute(tmp_path, capsys, monkeypatch):
     assert sweep_main(["compare", "abs", "--results-dir", "sweep/runs", "--out", "plots"]) == 0
     written = capsys.readouterr().out.splitlines()[-1]
     assert written.startswith(f"written: {tmp_path / 'plots' / 'trials.txt'}, {tmp_path / 'plots' / 'loss_curves.png'}")
+
+
+def test_import_destination_keeps_the_password_out_of_what_it_prints(tmp_path, monkeypatch):
+    # credentials puts the password in the environment; set-then-delete makes monkeypatch restore each
+    # variable afterwards even where it was unset (a bare delenv of an unset one records nothing), so no
+    # later test's store gets it.
+    for name in credentials.SECRET_ENV + (credentials.MLFLOW_USERNAME_ENV,):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    plan = save_plan(tmp_path, "served")
+    plan.mlflow_uri = "https://alice@mlflow.example.com"
+    plan.save()
+    log = str(LOGS / "parameter_golf_int8.txt")
+    with_password = "https://alice:secret@mlflow.example.com"
+    args = sweep_parser().parse_args(["import-logs", log, "--sweep", "served", "--results-dir", plan.results_dir,
+                                      "--mlflow-uri", with_password])
+    assert import_logs.destination(args) == ("https://alice@mlflow.example.com", "fp8_scales", "served")
+    args = sweep_parser().parse_args(["import-logs", log, "--mlflow-uri", with_password])
+    assert import_logs.destination(args) == ("https://alice@mlflow.example.com", "imported-logs", None)
+    assert os.environ[credentials.MLFLOW_PASSWORD_ENV] == "secret"
