@@ -80,7 +80,7 @@ def references(plan: SweepPlan) -> dict[str, Any]:
     client = tracking.client(plan.mlflow_uri)
     experiment = client.get_experiment_by_name(plan.experiment)
     runs = tracking.search_all(client, [experiment.experiment_id],
-                               f"tags.`{tracking.TAG_ROLE}` = '{tracking.ROLE_IMPORT}' and "
+                               f"tags.`{tracking.TAG_ROLE}` = '{tracking.IMPORT_ROLE}' and "
                                f"tags.`{tracking.TAG_SWEEP}` = '{plan.name}'",
                                order_by=["attributes.start_time ASC"])
     names = [r.data.tags.get(TAG_FILE, r.info.run_name) for r in runs]

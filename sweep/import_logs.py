@@ -143,7 +143,7 @@ def _params(log: ParsedLog) -> dict[str, str]:
 def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog, sweep: str | None) -> str:
     from mlflow.entities import RunTag
 
-    tags = {tracking.TAG_ROLE: tracking.ROLE_IMPORT, TAG_SOURCE: log.source, TAG_FILE: path.name,
+    tags = {tracking.TAG_ROLE: tracking.IMPORT_ROLE, TAG_SOURCE: log.source, TAG_FILE: path.name,
             TAG_PATH: str(path.resolve()), TAG_COMPLETE: str(log.complete).lower(), tracking.TAG_STATUS: log.status}
     if sweep is not None:
         tags[tracking.TAG_SWEEP] = sweep

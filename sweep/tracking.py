@@ -18,6 +18,7 @@ from trainer.source import git_sha
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TAG_ROLE = "sweep.role"                  # "sweep", "verify" or "confirm" on a parent, "trial" on a child
 TRIAL_ROLE = "trial"
+IMPORT_ROLE = "import"                   # a training log imported by `sweep import-logs`
 TAG_SWEEP = "sweep.name"                 # on a sweep's runs, and on the logs imported for it
 TAG_SPACE = "sweep.space"                # the space file's content
 TAG_SPACE_FILE = "sweep.space_file"
@@ -39,7 +40,6 @@ TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
 TAG_VISIBLE_GPUS = "sweep.cuda_visible_devices"  # the GPU ids Ray gave the trial
 TAG_STOPPED_LAUNCHING = "sweep.stopped_launching"  # on the parent: why no more trials started (--stop-at, budget)
 NOTE_TAG = "mlflow.note.content"         # shown as the run's description in the MLflow UI
-ROLE_IMPORT = "import"                   # a training log imported by `sweep import-logs`
 
 STEP_METRICS = STEP_FIELDS
 FP8_PREFIX = "fp8."  # the trainer's `fp8` event fields (scales in effect, range figures) as metrics fp8.<field>

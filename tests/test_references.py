@@ -91,7 +91,7 @@ def trial_lines(printed: str) -> list[str]:
 def imports(plan: SweepPlan) -> list:
     client = MlflowClient(plan.mlflow_uri)
     experiment = client.get_experiment_by_name(plan.experiment)
-    return client.search_runs([experiment.experiment_id], f"tags.`{tracking.TAG_ROLE}` = '{tracking.ROLE_IMPORT}'")
+    return client.search_runs([experiment.experiment_id], f"tags.`{tracking.TAG_ROLE}` = '{tracking.IMPORT_ROLE}'")
 
 
 def test_compare_page_of_a_50_trial_sweep_stays_under_1_mb(tmp_path, capsys):
