@@ -20,7 +20,6 @@ from typing import Any
 
 from sweep import tracking
 from sweep.errors import InputError
-from sweep.import_logs import TAG_COMPLETE, TAG_FILE, TAG_PATH
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
 from sweep.table import fmt
 from sweep.trial_rows import TrialRow, ranked_table, sweep_rows
@@ -83,10 +82,11 @@ def references(plan: SweepPlan) -> dict[str, Any]:
                                f"tags.`{tracking.TAG_ROLE}` = '{tracking.IMPORT_ROLE}' and "
                                f"tags.`{tracking.TAG_SWEEP}` = '{plan.name}'",
                                order_by=["attributes.start_time ASC"])
-    names = [r.data.tags.get(TAG_FILE, r.info.run_name) for r in runs]
+    names = [r.data.tags.get(tracking.TAG_IMPORT_FILE, r.info.run_name) for r in runs]
     labelled = {}
     for run, name in zip(runs, names):
-        label = name if names.count(name) == 1 else "/".join(Path(run.data.tags.get(TAG_PATH, name)).parts[-2:])
+        path = Path(run.data.tags.get(tracking.TAG_IMPORT_PATH, name))
+        label = name if names.count(name) == 1 else "/".join(path.parts[-2:])
         labelled[label if label not in labelled else f"{label} (run {run.info.run_id[:8]})"] = run
     return labelled
 
@@ -278,7 +278,7 @@ def main(args: argparse.Namespace) -> int:
     width = max(map(len, refs), default=0)
     reference_lines = [f"reference: {label.ljust(width)}  "
                        + "  ".join(f"{c} {fmt(run.data.metrics.get(c))}" for c in REFERENCE_COLUMNS)
-                       + ("  (incomplete log)" if run.data.tags.get(TAG_COMPLETE) == "false" else "")
+                       + ("  (incomplete log)" if run.data.tags.get(tracking.TAG_IMPORT_COMPLETE) == "false" else "")
                        for label, run in refs.items()]
     summary = "\n".join([
         f"sweep {plan.name}: {len(rows)} trials, objective {objective.metric} ({objective.mode})",

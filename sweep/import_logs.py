@@ -28,12 +28,6 @@ HELP = "import modded-nanogpt / parameter-golf / train.log files into MLflow as 
 DEFAULT_EXPERIMENT = "imported-logs"
 LOG_SUFFIXES = (".txt", ".log")
 
-TAG_SOURCE = "sweep.import.source"          # modded-nanogpt | parameter-golf | gpt-sweep
-TAG_FILE = "sweep.import.file"              # the file's name
-TAG_PATH = "sweep.import.path"              # the absolute path it was imported from
-TAG_SHA256 = "sweep.import.sha256"          # content hash: the identity of an imported log
-TAG_COMPLETE = "sweep.import.complete"      # "true" | "false"
-
 # Final values under the trials' names (sweep.child_run.final_metrics), from a ParsedLog.
 _FINAL_FROM_LOG = {
     "final_val_loss": "final_val_loss",
@@ -129,7 +123,7 @@ def _read(path: Path) -> tuple[str, str] | Skipped:
 
 
 def _existing_run(client, experiment_id: str, sha: str, sweep: str | None) -> str | None:
-    query = f"tags.`{TAG_SHA256}` = '{sha}'"
+    query = f"tags.`{tracking.TAG_IMPORT_SHA256}` = '{sha}'"
     if sweep is not None:
         query += f" and tags.`{tracking.TAG_SWEEP}` = '{sweep}'"
     runs = client.search_runs([experiment_id], query, max_results=1)
@@ -143,8 +137,9 @@ def _params(log: ParsedLog) -> dict[str, str]:
 def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog, sweep: str | None) -> str:
     from mlflow.entities import RunTag
 
-    tags = {tracking.TAG_ROLE: tracking.IMPORT_ROLE, TAG_SOURCE: log.source, TAG_FILE: path.name,
-            TAG_PATH: str(path.resolve()), TAG_COMPLETE: str(log.complete).lower(), tracking.TAG_STATUS: log.status}
+    tags = {tracking.TAG_ROLE: tracking.IMPORT_ROLE, tracking.TAG_IMPORT_SOURCE: log.source,
+            tracking.TAG_IMPORT_FILE: path.name, tracking.TAG_IMPORT_PATH: str(path.resolve()),
+            tracking.TAG_IMPORT_COMPLETE: str(log.complete).lower(), tracking.TAG_STATUS: log.status}
     if sweep is not None:
         tags[tracking.TAG_SWEEP] = sweep
     run = client.create_run(experiment_id, run_name=path.name, tags=tags)
@@ -162,7 +157,7 @@ def _write_run(client, experiment_id: str, path: Path, sha: str, log: ParsedLog,
         batch.flush()
         client.log_artifact(run_id, os.fspath(path))
         # The identity tag goes on last: a run cut off half-written is not taken for a finished import.
-        client.log_batch(run_id, tags=[RunTag(TAG_SHA256, sha)])
+        client.log_batch(run_id, tags=[RunTag(tracking.TAG_IMPORT_SHA256, sha)])
         client.set_terminated(run_id, "FINISHED" if log.complete else "KILLED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")

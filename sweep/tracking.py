@@ -18,7 +18,12 @@ from trainer.source import git_sha
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TAG_ROLE = "sweep.role"                  # "sweep", "verify" or "confirm" on a parent, "trial" on a child
 TRIAL_ROLE = "trial"
-IMPORT_ROLE = "import"                   # a training log imported by `sweep import-logs`
+IMPORT_ROLE = "import"                   # a training log imported by `sweep import-logs`, with these tags:
+TAG_IMPORT_SOURCE = "sweep.import.source"      # modded-nanogpt | parameter-golf | gpt-sweep
+TAG_IMPORT_FILE = "sweep.import.file"          # the file's name
+TAG_IMPORT_PATH = "sweep.import.path"          # the absolute path it was imported from
+TAG_IMPORT_SHA256 = "sweep.import.sha256"      # content hash: the identity of an imported log
+TAG_IMPORT_COMPLETE = "sweep.import.complete"  # "true" | "false"
 TAG_SWEEP = "sweep.name"                 # on a sweep's runs, and on the logs imported for it
 TAG_SPACE = "sweep.space"                # the space file's content
 TAG_SPACE_FILE = "sweep.space_file"

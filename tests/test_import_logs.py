@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sweep import import_logs as il
+from sweep import tracking
 from sweep.errors import InputError
 
 LOGS = Path(__file__).parent / "data" / "logs"
@@ -45,15 +46,15 @@ def test_upstream_logs_are_imported_with_the_trial_metric_names(store, tmp_path)
     by_file = {Path(r.path).name: client.get_run(r.run_id) for r in report.imported}
     for name, run in by_file.items():
         tags = run.data.tags
-        assert tags[il.TAG_FILE] == name
-        assert tags[il.TAG_SHA256] == hashlib.sha256((LOGS / name).read_bytes()).hexdigest()
-        assert tags[il.TAG_COMPLETE] == "true"
+        assert tags[tracking.TAG_IMPORT_FILE] == name
+        assert tags[tracking.TAG_IMPORT_SHA256] == hashlib.sha256((LOGS / name).read_bytes()).hexdigest()
+        assert tags[tracking.TAG_IMPORT_COMPLETE] == "true"
         assert run.info.status == "FINISHED"
         assert run.info.run_name == name
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == [name]
 
     golf = by_file["parameter_golf_int8.txt"]
-    assert golf.data.tags[il.TAG_SOURCE] == "parameter-golf"
+    assert golf.data.tags[tracking.TAG_IMPORT_SOURCE] == "parameter-golf"
     assert golf.data.tags["sweep.status"] == "wallclock_cap"
     m = golf.data.metrics
     assert m["final_val_loss"] == pytest.approx(2.0606)
@@ -72,7 +73,7 @@ def test_upstream_logs_are_imported_with_the_trial_metric_names(store, tmp_path)
     assert golf.data.params["seed"] == "1337"
 
     modded = by_file["modded_nanogpt_2024.txt"]
-    assert modded.data.tags[il.TAG_SOURCE] == "modded-nanogpt"
+    assert modded.data.tags[tracking.TAG_IMPORT_SOURCE] == "modded-nanogpt"
     assert modded.data.metrics["final_val_loss"] == pytest.approx(6.3829)
     assert "final_val_bpb" not in modded.data.metrics and "artifact_bytes" not in modded.data.metrics
     assert _history(client, modded.info.run_id, "val_loss") == pytest.approx({0: 16.0098, 10: 7.1021, 20: 6.3829})
@@ -118,7 +119,7 @@ def test_truncated_logs_are_imported_and_marked_incomplete(store):
     assert [r.complete for r in report.imported] == [False, False]
     for r in report.imported:
         run = client.get_run(r.run_id)
-        assert run.data.tags[il.TAG_COMPLETE] == "false"
+        assert run.data.tags[tracking.TAG_IMPORT_COMPLETE] == "false"
         assert run.data.tags["sweep.status"] == "incomplete"
         assert run.info.status == "KILLED"
     modded = client.get_run(report.imported[0].run_id)
@@ -149,7 +150,7 @@ def test_our_trainer_log_imports_like_its_events(store, small_trainer_run):
 def test_hand_written_sample_of_our_format_with_export(store):
     report = il.import_logs([LOGS / "gpt_sweep_train.log"], "ours-sample", store)
     run = MlflowClient(store).get_run(report.imported[0].run_id)
-    assert run.data.tags[il.TAG_SOURCE] == "gpt-sweep"
+    assert run.data.tags[tracking.TAG_IMPORT_SOURCE] == "gpt-sweep"
     assert run.data.metrics["artifact_bytes"] == 14873012
     assert run.data.metrics["roundtrip_val_bpb"] == pytest.approx(1.38061147)
     assert run.data.params["world_size"] == "8"

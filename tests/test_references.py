@@ -125,7 +125,7 @@ def test_logs_imported_for_a_sweep_are_its_reference_curves_not_its_trials(tmp_p
     assert len(runs) == 3
     assert all(r.data.tags[tracking.TAG_SWEEP] == "golf" and r.info.experiment_id == runs[0].info.experiment_id
                for r in runs)
-    assert {r.data.tags[import_logs.TAG_PATH] for r in runs} == {str(p.resolve()) for p in logs[:3]}
+    assert {r.data.tags[tracking.TAG_IMPORT_PATH] for r in runs} == {str(p.resolve()) for p in logs[:3]}
 
     # The same content again is already there; logs imported into the experiment for no sweep are no
     # references of this one.
@@ -220,8 +220,9 @@ def test_commands_print_store_paths_absolute(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert f"(experiment 'imported-logs' in {empty})" in printed
     assert printed.rstrip().endswith(f"view with: mlflow ui --backend-store-uri {empty}")
-    (run,) = MlflowClient(empty).search_runs([MlflowClient(empty).get_experiment_by_name("imported-logs").experiment_id])
-    assert run.data.tags[import_logs.TAG_PATH] == str(tmp_path / "record.txt")
+    client = MlflowClient(empty)
+    (run,) = client.search_runs([client.get_experiment_by_name("imported-logs").experiment_id])
+    assert run.data.tags[tracking.TAG_IMPORT_PATH] == str(tmp_path / "record.txt")
 
     assert sweep_main(["compare", "abs", "--results-dir", "sweep/runs", "--out", "plots"]) == 0
     written = capsys.readouterr().out.splitlines()[-1]
