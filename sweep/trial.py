@@ -25,13 +25,14 @@ import ray
 from ray import tune
 
 from sweep import tracking
-from sweep.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics
+from sweep.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, trial_label
 from sweep.credentials import SECRET_ENV
 from sweep.events import EventTail, LineTail, RunState
 from sweep.logparse import LiveLog
 from sweep.objective import Objective
 from sweep.overrides import format_override, format_overrides, format_value
 from sweep.process import SupervisedProcess, package_pythonpath
+from sweep.progress import TrialProgress
 from sweep.trainer_spec import SEED_ENV, TrainerSpec
 from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 
@@ -116,7 +117,7 @@ def trial_params(settings: TrialSettings, values: dict[str, Any], variables: dic
 
 def fresh_run_dir(run_root: str, number: int) -> Path:
     """The trial's run directory, emptied of an earlier attempt (kept beside it as `.attemptK`)."""
-    run_dir = Path(run_root) / f"trial_{number:04d}"
+    run_dir = Path(run_root) / trial_label(number)
     if run_dir.exists():
         k = 1
         while run_dir.with_name(f"{run_dir.name}.attempt{k}").exists():
@@ -210,11 +211,11 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
         tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
         tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})
-    _monitor(settings, values, number, run_dir, child, variables)
+    _monitor(settings, values, number, run_dir, child, variables, TrialProgress(settings.sweep, ctx.get_trial_id()))
 
 
 def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_dir: Path, child: ChildRun,
-             variables: dict[str, str]) -> None:
+             variables: dict[str, str], progress: TrialProgress) -> None:
     objective = settings.objective
     source = _Source(run_dir, read_lines=bool(settings.trainer.command))
     run = RunState()
@@ -229,12 +230,14 @@ def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_d
             for event in source.read() + (source.finish() if rc == 0 else []):
                 run.apply(event)
                 child.add_event(event)
+                progress.apply(event)
                 if event["event"] == VAL:
                     child.flush()
                     last_flush = time.monotonic()
                     tune.report(intermediate_result(event, objective, number))
             if rc is not None:
                 break
+            progress.tick()
             if time.monotonic() - last_flush > settings.flush_s and len(child.batch):
                 child.flush()
                 last_flush = time.monotonic()
