@@ -86,10 +86,11 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, sto
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
                                max_t=ASHA_MAX_REPORTS, grace_period=1, reduction_factor=ASHA_REDUCTION)
                  if plan.scheduler == "asha" else FIFOScheduler())
+    slots = resolve_concurrency(plan)
     return new_tuner(settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
                      tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
-                                                 max_concurrent_trials=resolve_concurrency(plan), reuse_actors=True),
-                     callbacks=[LiveView(space.metric, space.mode, plan.trials), stop], stop=stop)
+                                                 max_concurrent_trials=slots, reuse_actors=True),
+                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop], stop=stop)
 
 
 def result_state(result, pruned: set[int]) -> str:

@@ -12,6 +12,7 @@ import shlex
 import sys
 
 from sweep import local_ray
+from sweep.live_text import display_settings
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
 
 HELP = "continue a sweep that was interrupted"
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     plan = load_plan(args.results_dir, args.name)
+    display_settings()
     local_ray.listen_on_loopback(plan.address)
     from sweep.driver import run_sweep
 

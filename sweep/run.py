@@ -21,6 +21,7 @@ from pathlib import Path
 from sweep import credentials, local_ray, preflight, stores
 from sweep import results_dir as results
 from sweep.errors import InputError
+from sweep.live_text import display_settings
 from sweep.overrides import parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
 from sweep.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, resolve
@@ -205,6 +206,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         preflight.check_data(space.fixed, {k: f"--set {k}" if k in sets else f"{space.source}: fixed.{k}"
                                            for k in space.fixed}, on_this_machine=not args.address)
     make_sampler(args.sampler)
+    display_settings()
     if gpus and not args.address:
         _check_local_gpus(gpus)
     _note_password_on_command_line(args)

@@ -53,7 +53,7 @@ def run_grid(settings: TrialSettings, table: dict[int, dict[str, Any]], *, name:
         tuner = new_tuner(settings, name=name, results_dir=results_dir, max_failures=max_failures,
                           param_space=space,
                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=fits),
-                          callbacks=[LiveView(metric, mode, len(table))])
+                          callbacks=[LiveView(metric, mode, len(table), name, fits)])
     with interrupts.tune() if interrupts is not None else nullcontext():
         return tuner.fit()
 

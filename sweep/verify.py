@@ -28,6 +28,7 @@ from sweep import credentials, local_ray, stores, tracking
 from sweep import results_dir as results
 from sweep.claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown
 from sweep.errors import InputError
+from sweep.live_text import display_settings
 from sweep.overrides import format_override, format_value, parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
@@ -151,6 +152,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     seeds = list(range(at_least(args.seeds, "--seeds", 2)))
     at_least(args.concurrency, "--concurrency", 0)
     at_least(args.max_failures, "--max-failures", 0)
+    display_settings()
     sets = dict(parse_set(item) for item in args.sets)
     if SEED_KEY in sets:
         raise InputError("--set", f"{SEED_KEY} is what verify varies (seeds 0..N-1); it cannot be fixed")

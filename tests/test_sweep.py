@@ -19,6 +19,7 @@ import yaml
 import password_sqlite
 from sweep import tracking
 from sweep.cli import main as sweep_main
+from sweep.live_text import EVERY_ENV, MODE_ENV
 from sweep.objective import DIVERGED_VALUE
 from sweep.plan import load_plan
 
@@ -385,3 +386,51 @@ def test_the_storage_password_is_written_nowhere(ray_local, workdir, capsys, mon
     assert storage.replace(secret, "***") in parent.data.tags[tracking.TAG_COMMAND]
     for run in [parent, *children.values()]:
         assert not any(secret in v for v in [*run.data.tags.values(), *run.data.params.values()])
+
+
+def test_a_dead_board_costs_a_trial_nothing(ray_local, capsys):
+    import ray
+
+    from sweep.progress import BoardReader, TrialProgress
+
+    reader = BoardReader("deadboard")
+    progress = TrialProgress("deadboard", "t1", every_s=0.0)
+    progress.apply({"event": "train", "step": 3, "total_steps": 10, "train_loss": 4.5, "step_avg_ms": 10.0})
+    progress.tick()
+    deadline = time.monotonic() + 20
+    while reader.latest().get("t1", {}).get("step") != 3:
+        assert time.monotonic() < deadline, "the board never passed the trial's news on"
+        time.sleep(0.05)
+    ray.kill(reader.board)
+    progress.apply({"event": "train", "step": 4, "total_steps": 10, "train_loss": 4.4, "step_avg_ms": 10.0})
+    progress.tick()  # fire and forget: no error reaches the trial
+    while reader.board is not None:
+        assert time.monotonic() < deadline, "the driver never noticed the board was gone"
+        reader.latest()
+        time.sleep(0.05)
+    assert reader.latest()["t1"]["step"] == 3  # the last news it had
+    assert capsys.readouterr().err.count("live progress: the progress board is gone") == 1
+    # No board at all (a trial of a sweep that has no live view): nothing to send to, nothing fails.
+    lone = TrialProgress("no-such-sweep", "t2")
+    lone.apply({"event": "val", "step": 5, "val_loss": 4.0})
+    lone.tick()
+
+
+def test_plain_output_shows_each_running_trial(ray_local, stores, workdir, capsys, monkeypatch):
+    monkeypatch.delenv(MODE_ENV, raising=False)  # pytest's captured stdout is not a terminal
+    monkeypatch.setenv(EVERY_ENV, "1")
+    space = write_space(workdir, name="liveplain", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
+                        fixed={"fake.step_s": 0.1, "train.iterations": 40})
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "2", "--concurrency", "2",
+                        "--name", "liveplain", "--trainer-cmd", PLAIN_FAKE)
+    assert rc == 0, out
+    lines = re.findall(r"^\[\s*\d+:\d\d\]   (trial_000[01])  step (\d+)/40  train_loss (\d+\.\d{4})  "
+                       r"val_loss (\S+)  step_avg 100\.0 ms  left \d+:\d\d$", out, re.M)
+    assert {label for label, *_ in lines} == {"trial_0000", "trial_0001"}, out
+    assert any(int(step) < 40 for _, step, _, _ in lines), out  # seen while running
+    assert any(val != "-" for *_, val in lines), out
+    assert re.search(r"^\[\s*\d+:\d\d\] 2 trials: 2 running, .* \| time left ~\d+:\d\d$", out, re.M), out
+    # The end is as before: the last summary line, then the leaderboard.
+    assert re.search(r"^\[\s*\d+:\d\d\] 2 trials: 0 running, 2 done, 0 pruned, 0 failed, 0 pending \| best "
+                     r"val_loss \S+ \(trial \d\)\n\nrank", out, re.M), out
