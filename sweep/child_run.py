@@ -45,7 +45,8 @@ def close_unfinished_children(mlflow_client, experiment_id: str, parent_run_id: 
 
 
 def trial_label(number: int) -> str:
-    """A trial's name in the live view, its run directory and its child run."""
+    """A trial's name in the live view and of its run directory; also of a child run the driver writes
+    for a trial that never could."""
     return f"trial_{number:04d}"
 
 
