@@ -58,6 +58,11 @@ class LiveView(Callback):
     run at once. Tune saves this object with the experiment and a resumed sweep runs the saved copy, so
     all it holds while it runs (clocks, board, display) is made in `setup`, which every driver calls."""
 
+    # A copy saved by a sweep started before the view had a board lacks both: resumed, it shows the summary
+    # line without per-trial numbers (no board to name) and assumes one trial at a time.
+    sweep = ""
+    slots = 1
+
     def __init__(self, metric: str, mode: str, total: int, sweep: str, slots: int):
         self.metric = metric
         self.mode = mode
@@ -76,7 +81,7 @@ class LiveView(Callback):
         self._printed: dict[str, str] = {}    # plain: each trial's line as last shown
         self._drawn_at = float("-inf")
         self._live: Live | None = None
-        self._board = BoardReader(self.sweep)
+        self._board = BoardReader(self.sweep) if self.sweep else None
 
     def counts(self, trials) -> dict[str, int]:
         counts = dict.fromkeys(("running", "done", "pruned", "failed", "pending"), 0)
@@ -107,7 +112,7 @@ class LiveView(Callback):
     def on_step_end(self, iteration: int, trials, **info) -> None:
         now = time.monotonic()
         running = self._track(trials, now)
-        news = self._board.latest()
+        news = self._board.latest() if self._board is not None else {}
         rows = [(trial_label(t.config.get(TRIAL_NUMBER_KEY)), news.get(t.trial_id)) for t in running]
         counts = self.counts(trials)
         text = self.line(trials, counts)
@@ -158,4 +163,5 @@ class LiveView(Callback):
         if self._live is not None:
             self._live.stop()
             self._live = None
-        self._board.close()
+        if self._board is not None:
+            self._board.close()

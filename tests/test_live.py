@@ -60,3 +60,16 @@ def test_the_terminal_table_holds_each_running_trial():
     text = console.file.getvalue()
     assert re.search(r"trial_0003\s+120/200\s+3\.8123\s+3\.9051\s+152\.0 ms\s+0:12", text), text
     assert re.search(r"trial_0004\s+starting", text), text
+
+
+def test_a_view_saved_before_it_had_a_board_still_shows_the_summary(monkeypatch, capsys):
+    from sweep.live import LiveView
+
+    monkeypatch.setenv(MODE_ENV, "plain")
+    old = object.__new__(LiveView)  # what unpickling a copy saved by an older version gives
+    old.__dict__.update(metric="val_loss", mode="min", total=3, _start=0.0, _last="")
+    old.setup()
+    old.on_step_end(0, [])
+    old.on_experiment_end([])
+    assert re.search(r"^\[\s*0:00\] 3 trials: 0 running, 0 done, 0 pruned, 0 failed, 3 pending \| time left \?$",
+                     capsys.readouterr().out, re.M)
