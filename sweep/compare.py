@@ -247,8 +247,9 @@ def fp8_range_plot(name: str, metric: str, rows: list[TrialRow], path: Path) -> 
                 ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
             # Fractions span decades and are often exactly 0: linear below 1e-6, logarithmic above.
             ax.set_xscale("symlog", linthresh=1e-6)
-            ax.set_xlim(left=0)
-            ax.set(xlabel=f"{label}: fraction {what}", ylabel=metric if col == 0 else None)
+            # From 0, and a factor beyond the largest fraction, so the rightmost point and its label stay inside.
+            ax.set_xlim(0, max([x for x, _, _ in points], default=0.0) * 2.5 or 1e-5)
+            ax.set(xlabel=f"{label}:\nfraction of {what}", ylabel=metric if col == 0 else None)
             ax.grid(alpha=0.3)
     fig.suptitle(f"{name}: {metric} against the FP8 casts' range use (last measured step; labels: trial numbers)")
     return _save(fig, path)
