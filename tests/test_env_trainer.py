@@ -125,6 +125,32 @@ def test_live_lines_and_import_logs_give_the_same_events(env_sweep, stores):
     assert imported_run.data.tags[tracking.TAG_STATUS] == run.data.tags[tracking.TAG_STATUS] == "ok"
 
 
+def test_a_confirmation_passes_each_seed_as_SEED_and_the_script_reads_it(ray_local, stores, tmp_path):
+    from sweep import results_dir
+    from test_confirm import confirm_runs
+
+    space = standin_folder(tmp_path)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rc = sweep_main(["run", "--space", str(space), "--trials", "2", "--name", "envconfirm", "--seed", "7",
+                         "--confirm", "1", "--confirm-seeds", "2", "--mlflow-uri", stores["mlflow"],
+                         "--storage", stores["optuna"]])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    client, parent, _ = sweep_runs(stores, "envconfirm")
+    _, runs = confirm_runs(client, parent)
+    assert sorted(runs) == [0, 1, 2, 3]      # the baseline and trial 1, each on seeds 1 and 2
+    plan = load_plan(tmp_path / "runs", "envconfirm")
+    run_root = results_dir.local_folder(plan.results_dir, plan.confirm_name) / "trials"
+    for number, run in runs.items():
+        seed = number % 2 + 1
+        assert run.data.params["SEED"] == str(seed)
+        echoed = parse_log((run_root / f"trial_{number:04d}" / OUTPUT_LOG).read_text()).hyperparameters
+        assert echoed["seed"] == str(seed)   # what the script itself read from its environment
+
+
 def test_verify_refuses_an_env_mode_sweep_instead_of_passing_seed_it_never_reads(env_sweep, capsys):
     folder, _, _ = env_sweep
     assert sweep_main(["verify", "envgolf", "--results-dir", str(folder / "runs"), "--target", "1.0"]) == 2
