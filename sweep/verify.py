@@ -1,7 +1,8 @@
 """`sweep verify (NAME | --config FILE)`: re-run a configuration over several seeds and test the claim.
 
 With NAME, the configuration is the best finished trial of that sweep (its swept values and the sweep's
-fixed keys) and the runs use the sweep's preset, stores, resources and trainer; with `--config FILE`, the
+fixed keys) and the runs use the sweep's preset, stores, resources and trainer (an env-mode sweep's script
+gets every key, and the seed as SEED, in its environment); with `--config FILE`, the
 keys of a trainer config file. Seeds 0..N-1 run as Tune trials of a verification named `<source>-verify`,
 on whole nodes like a sweep's trials, as many at once as the cluster holds. MLflow gets a parent run with
 role `verify` in the sweep's experiment (`verify` for a config file) and one child run per seed; the
@@ -18,7 +19,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from sweep.overrides import format_override, format_value, parse_set
 from sweep.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
 from sweep.stores import DEFAULT_MLFLOW_URI
-from sweep.trainer_spec import SEED_KEY
+from sweep.trainer_spec import ARGS, TrainerSpec
 from trainer.config import ConfigError, flatten, load_config
 
 HELP = "re-run the best config of a sweep (or a config file) over several seeds and test it (t-test)"
@@ -68,6 +69,12 @@ class VerifyPlan:
     address: str = ""
     trainer_cmd: str = ""
     best_trial: int | None = None  # the sweep trial whose config this is
+    trainer_params: str = ARGS     # how the keys, the seed included, reach trainer_cmd (sweep.trainer_spec)
+    trainer_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def trainer(self) -> TrainerSpec:
+        return TrainerSpec(self.trainer_cmd, self.trainer_params, dict(self.trainer_env))
 
     @property
     def what(self) -> str:
@@ -154,8 +161,6 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     at_least(args.max_failures, "--max-failures", 0)
     display_settings()
     sets = dict(parse_set(item) for item in args.sets)
-    if SEED_KEY in sets:
-        raise InputError("--set", f"{SEED_KEY} is what verify varies (seeds 0..N-1); it cannot be fixed")
     results_dir = results.normalize(args.results_dir)
     if args.config:
         path = Path(args.config)
@@ -166,13 +171,12 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         source, number, where = str(path.resolve()), None, str(path)
         preset, experiment = args.preset or CPU_PRESET, args.experiment or DEFAULT_EXPERIMENT
         mlflow_uri = stores.absolute(credentials.mlflow_uri(args.mlflow_uri or DEFAULT_MLFLOW_URI))
-        address, trainer_cmd, base = args.address or "", args.trainer_cmd or "", path.stem
+        address, base = args.address or "", path.stem
+        trainer = TrainerSpec(args.trainer_cmd or "")
+        exports = bool(config.get("export.enabled", False))
     else:
         sweep = load_plan(args.results_dir, args.name)
         space = sweep.space()
-        if space.trainer.env_mode:
-            raise InputError(args.name, "verify re-runs seeds through the `seed` key; an env-mode sweep's "
-                                        "script reads SEED instead, which verify does not set yet")
         number, values = best_trial(sweep)
         config = {**space.fixed, **values, **sets}
         trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, like=sweep.resources)
@@ -180,19 +184,24 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         preset, experiment = args.preset or sweep.preset, args.experiment or sweep.experiment
         mlflow_uri = stores.absolute(credentials.mlflow_uri(args.mlflow_uri)) if args.mlflow_uri else sweep.mlflow_uri
         address = sweep.address if args.address is None else args.address
-        trainer_cmd = sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd
+        # An env-mode sweep's keys, and its seed, reach the script as environment variables (SEED) again.
+        trainer = TrainerSpec(sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd,
+                              space.trainer.params, space.trainer.env)
+        # Another program's score is the sweep's own objective: a round-trip one means it exports.
+        exports = bool(config.get("export.enabled", space.metric.startswith("roundtrip_")))
         base = sweep.name
-    config.pop(SEED_KEY, None)
-    if trainer_cmd:
-        exports = bool(config.get("export.enabled", False))
-    else:
+    if trainer.seed_key in sets:
+        raise InputError("--set", f"{trainer.seed_key} is what verify varies (seeds 0..N-1); it cannot be fixed")
+    config.pop(trainer.seed_key, None)
+    if not trainer.command:
         exports = bool(_check_with_trainer(preset, config, trial.nproc, where).export.enabled)
     claim = make_claim(preset, args.target, exports)
     return VerifyPlan(
         name=results.free_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
         config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
         gpus_per_trial=trial.gpus, nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, concurrency=args.concurrency,
-        max_failures=args.max_failures, address=address, trainer_cmd=trainer_cmd, best_trial=number)
+        max_failures=args.max_failures, address=address, trainer_cmd=trainer.command, best_trial=number,
+        trainer_params=trainer.params, trainer_env=dict(trainer.env))
 
 
 def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan) -> list[SeedResult]:
@@ -223,7 +232,7 @@ def _run_seeds(plan: VerifyPlan, settings) -> None:
     started = start_ray(plan.address)
     try:
         # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
-        run_grid(settings, {s: {SEED_KEY: s} for s in plan.seeds}, name=plan.name, results_dir=plan.results_dir,
+        run_grid(settings, {s: {plan.trainer.seed_key: s} for s in plan.seeds}, name=plan.name, results_dir=plan.results_dir,
                  concurrency=plan.concurrency, max_failures=plan.max_failures, metric="val_loss", mode="min")
     finally:
         if started:
@@ -233,7 +242,6 @@ def _run_seeds(plan: VerifyPlan, settings) -> None:
 def run_verify(plan: VerifyPlan, command: str = "") -> int:
     """Run the seeds, then report; returns the exit code (0 when every seed gave a loss)."""
     from sweep.objective import Objective
-    from sweep.trainer_spec import TrainerSpec
     from sweep.trial import TrialSettings
     from sweep.tuner import quiet_environment
 
@@ -241,13 +249,13 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     mlflow_client = tracking.client(plan.mlflow_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
     parent = _open_parent(plan, mlflow_client, experiment_id, command)
-    print(f"verify {plan.name}: {len(plan.seeds)} seeds of {plan.what} ({plan.preset} preset), "
-          f"{plan.claim.describe()}", flush=True)
+    runs = f"`{plan.trainer_cmd}`" if plan.trainer_cmd else f"{plan.preset} preset"
+    print(f"verify {plan.name}: {len(plan.seeds)} seeds of {plan.what} ({runs}), {plan.claim.describe()}", flush=True)
     settings = TrialSettings(
         sweep=plan.name, preset=plan.preset, objective=Objective("val_loss"), run_root=str(plan.run_root),
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent,
         fixed=dict(plan.config), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
-        trainer=TrainerSpec(plan.trainer_cmd))
+        trainer=plan.trainer)
     outcome = "FAILED"
     try:
         _run_seeds(plan, settings)

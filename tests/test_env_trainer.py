@@ -151,11 +151,32 @@ def test_a_confirmation_passes_each_seed_as_SEED_and_the_script_reads_it(ray_loc
         assert echoed["seed"] == str(seed)   # what the script itself read from its environment
 
 
-def test_verify_refuses_an_env_mode_sweep_instead_of_passing_seed_it_never_reads(env_sweep, capsys):
-    folder, _, _ = env_sweep
-    assert sweep_main(["verify", "envgolf", "--results-dir", str(folder / "runs"), "--target", "1.0"]) == 2
-    assert "env-mode sweep's script reads SEED instead" in capsys.readouterr().err
-    assert not (folder / "runs" / "envgolf-verify").exists()
+def test_verify_reruns_an_env_mode_sweeps_best_trial_with_SEED(env_sweep, stores):
+    folder, client, children = env_sweep
+    cwd = os.getcwd()
+    os.chdir(folder)  # where the space's command finds its script
+    try:
+        rc = sweep_main(["verify", "envgolf", "--seeds", "2", "--target", "1.0", "--results-dir", str(folder / "runs")])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0  # every seed gave a loss (2.x does not beat 1.0: the verdict is in the report)
+    sweep_parent = client.search_runs([children[0].info.experiment_id], f"tags.`{tracking.TAG_ROLE}` = 'verify'")
+    assert len(sweep_parent) == 1
+    seeds = tracking.child_runs(client, children[0].info.experiment_id, sweep_parent[0].info.run_id)
+    assert len(seeds) == 2
+    best = min(children.values(), key=lambda r: r.data.metrics["objective"])
+    run_root = folder / "runs" / "envgolf-verify" / "trials"
+    for run in seeds:
+        number = int(run.data.tags[tracking.TAG_TRIAL_NUMBER])
+        params = run.data.params
+        assert params["SEED"] == str(number)    # trial i runs seed i, as an environment variable
+        echoed = parse_log((run_root / f"trial_{number:04d}" / OUTPUT_LOG).read_text()).hyperparameters
+        assert echoed["seed"] == str(number)   # what the script read
+        for key in ("WARMDOWN_ITERS", "MATRIX_LR", "TIE_EMBEDDINGS", "ITERATIONS", "DATA_PATH"):
+            assert params[key] == best.data.params[key]
+        # The sweep judged round-trip scores, so the claim tests the round-trip loss.
+        assert sweep_parent[0].data.tags["sweep.verify.loss"] == "roundtrip_val_loss"
+        assert run.data.metrics["roundtrip_val_loss"] == pytest.approx(best.data.metrics["roundtrip_val_loss"])
 
 
 TORCHRUN_STANDIN = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=1 golf_standin.py"
