@@ -76,8 +76,8 @@ def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int
     for key in ("artifact_bytes", "total_bytes", "roundtrip_val_loss", "roundtrip_val_bpb"):
         if run.export and key in run.export:
             values[key] = run.export[key]
-    values.update(wallclock_s=wallclock_s, gpu_hours=wallclock_s / 3600.0 * gpus,
-                  **{tracking.OBJECTIVE_METRIC: objective})
+    values.update(gpu_hours=wallclock_s / 3600.0 * gpus,
+                  **{tracking.WALLCLOCK_METRIC: wallclock_s, tracking.OBJECTIVE_METRIC: objective})
     return {k: float(v) for k, v in values.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
 

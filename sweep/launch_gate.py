@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from sweep import tracking
 from sweep.claim import RESULT_STATES
 
-WALLCLOCK_METRIC = "wallclock_s"
-
 
 def unit(gpus_per_trial: int) -> str:
     """What the sweep's hours count: GPU-hours, or CPU-hours for CPU trials."""
@@ -31,7 +29,7 @@ def unit(gpus_per_trial: int) -> str:
 
 def trial_cost_s(run) -> float:
     """A trial's wallclock: what its finished run recorded, else how long its run was (or has been) open."""
-    recorded = run.data.metrics.get(WALLCLOCK_METRIC)
+    recorded = run.data.metrics.get(tracking.WALLCLOCK_METRIC)
     if recorded is not None:
         return float(recorded)
     end_ms = run.info.end_time or time.time() * 1000
@@ -63,11 +61,13 @@ class LaunchGate:
     def active(self) -> bool:
         return self.stop_at is not None or self.budget_hours is not None
 
+    def _mlflow(self):
+        if "_client" not in self.__dict__:
+            self.__dict__["_client"] = tracking.client(self.mlflow_uri)
+        return self.__dict__["_client"]
+
     def _runs(self) -> list:
-        client = self.__dict__.get("_client")
-        if client is None:
-            client = self.__dict__["_client"] = tracking.client(self.mlflow_uri)
-        return tracking.child_runs(client, self.experiment_id, self.parent_run_id)
+        return tracking.child_runs(self._mlflow(), self.experiment_id, self.parent_run_id)
 
     def _reached(self, run) -> bool:
         value = run.data.metrics.get(tracking.OBJECTIVE_METRIC)
@@ -90,7 +90,8 @@ class LaunchGate:
         if self.budget_hours is None:
             return None
         ended = [r for r in runs if int(r.data.tags[tracking.TAG_TRIAL_NUMBER]) not in open_trials]
-        finished = [r.data.metrics[WALLCLOCK_METRIC] for r in ended if WALLCLOCK_METRIC in r.data.metrics]
+        finished = [r.data.metrics[tracking.WALLCLOCK_METRIC] for r in ended
+                    if tracking.WALLCLOCK_METRIC in r.data.metrics]
         if not finished:
             return None
         spent = spent_hours(ended, self.per_trial)
@@ -105,5 +106,4 @@ class LaunchGate:
 
     def record(self, reason: str) -> None:
         """Note on the sweep's parent run why it stopped launching (read back for the summary)."""
-        client = self.__dict__.get("_client") or tracking.client(self.mlflow_uri)
-        client.set_tag(self.parent_run_id, tracking.TAG_STOPPED_LAUNCHING, reason)
+        self._mlflow().set_tag(self.parent_run_id, tracking.TAG_STOPPED_LAUNCHING, reason)

@@ -33,7 +33,7 @@ class TrialRow:
 
     @property
     def wallclock_s(self) -> float | None:
-        return self.metrics.get("wallclock_s")
+        return self.metrics.get(tracking.WALLCLOCK_METRIC)
 
 
 def param_value(text: str | None) -> Any:

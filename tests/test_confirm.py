@@ -18,7 +18,6 @@ import scipy.stats
 from sweep import stats, tracking
 from sweep.cli import main as sweep_main
 from sweep.confirm import ROLE, TAG_WINNER
-from sweep.launch_gate import WALLCLOCK_METRIC
 from sweep.list_sweeps import sweeps
 from sweep.plan import PLAN_FILE, load_plan
 import test_sweep
@@ -190,7 +189,7 @@ def test_budget_stops_launching_before_the_budget_is_spent(ray_local, stores, wo
                         "--name", "budget", "--trainer-cmd", PLAIN_FAKE, "--budget-gpu-hours", str(budget))
     assert rc == 0, out
     _, parent, children = sweep_runs(stores, "budget")
-    costs = [children[n].data.metrics[WALLCLOCK_METRIC] / 3600 for n in sorted(children)]
+    costs = [children[n].data.metrics[tracking.WALLCLOCK_METRIC] / 3600 for n in sorted(children)]
     assert 2 <= len(costs) < 12
     # One trial at a time: trial k started when trials 0..k-1 had ended, and only if their hours plus their
     # mean (the new trial's expected cost) fit in the budget; the trial after the last did not fit.
