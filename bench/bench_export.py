@@ -27,15 +27,18 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainer import distributed, protocol  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.export.accounting import code_bytes  # noqa: E402
-from trainer.export.artifact import load_artifact, save_artifact  # noqa: E402
-from trainer.export.quantize import ExportRules  # noqa: E402
-from trainer.data.source import resolve_data  # noqa: E402
-from trainer.evaluation import Evaluator  # noqa: E402
-from trainer.export.run import fresh_model_like  # noqa: E402
-from trainer.model import EMBED_WEIGHT, GPT  # noqa: E402
+from trainer import (
+    distributed,
+    protocol,
+)
+from trainer.config import load_config
+from trainer.data.source import resolve_data
+from trainer.evaluation import Evaluator
+from trainer.export.accounting import code_bytes
+from trainer.export.artifact import load_artifact, save_artifact
+from trainer.export.quantize import ExportRules
+from trainer.export.run import fresh_model_like
+from trainer.model import EMBED_WEIGHT, GPT
 
 RESULTS = REPO / "bench" / "results"
 CONFIGS = [("int8_zlib", "int8"), ("int8_zlib", "fp16"), ("int6_zstd", "int8"), ("int6_zstd", "fp16"),

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from runs import machine, mean_ms, run_trainer, save
 
-from trainer.fp8 import E4M3, E5M2, scaled_mm, upcast_mm
+from trainer.fp8.op import E4M3, E5M2, scaled_mm, upcast_mm
 
 
 def kernels() -> dict:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from runs import machine, save
 
-from sweep.space import load_space
+from sweep.inputs.space import load_space
 from trainer.config import load_config
-from trainer.fp8_calibrate import PR175, SCALE_KEYS, probe_overrides, run_probe
+from trainer.fp8.calibrate import PR175, SCALE_KEYS, probe_overrides, run_probe
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 

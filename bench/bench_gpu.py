@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from runs import first, machine, run_trainer, save
-from sweep.logparse import parse_log
+
+from sweep.runlog.logparse import parse_log
 from trainer.config import load_config
 from trainer.data.generated import ensure_generated_corpus
 from trainer.data.shards import list_shards

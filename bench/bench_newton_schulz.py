@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 
 import torch
-
 from runs import machine, mean_ms, save
+
 from trainer.config import load_config
-from trainer.kernels import xxt
 from trainer.model import GPT, parameter_groups
-from trainer.muon import newton_schulz
+from trainer.optim.kernels import xxt
+from trainer.optim.muon import newton_schulz
 
 
 def timed_ms(fn: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor], repeats: int) -> float:

@@ -32,8 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sweep import tracking  # noqa: E402
-from sweep.cli import parser as cli_parser  # noqa: E402
+from sweep.cli import parser as cli_parser
+from sweep.stores import tracking
 
 RESULTS = REPO / "bench" / "results"
 FAKE = REPO / "tests" / "fake_trainer.py"
@@ -63,9 +63,9 @@ def bare(trials: int, concurrency: int, overrides: list[str], folder: Path) -> f
 def swept(trials: int, concurrency: int, overrides: list[str], folder: Path) -> dict:
     import ray
 
-    from sweep.driver import run_sweep
-    from sweep.tuner import start_ray
-    from sweep.run import build_plan
+    from sweep.commands.run import build_plan
+    from sweep.orchestration.driver import run_sweep
+    from sweep.orchestration.tuner import start_ray
 
     space = folder / "bench.yaml"
     space.write_text("name: bench\nmetric: val_loss\nmode: min\npreset: tiny\n"

@@ -10,15 +10,15 @@ import signal
 import sys
 
 from sweep.errors import InputError
-from sweep.interrupt import EXIT_INTERRUPTED
+from sweep.orchestration.interrupt import EXIT_INTERRUPTED
 
 COMMANDS = {
-    "run": "sweep.run",
-    "resume": "sweep.resume",
-    "compare": "sweep.compare",
-    "list": "sweep.list_sweeps",
-    "verify": "sweep.verify",
-    "import-logs": "sweep.import_logs",
+    "run": "sweep.commands.run",
+    "resume": "sweep.commands.resume",
+    "compare": "sweep.commands.compare",
+    "list": "sweep.commands.list_sweeps",
+    "verify": "sweep.commands.verify",
+    "import-logs": "sweep.commands.import_logs",
 }
 EXIT_BAD_INPUT = 2
 

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.export.cli import main as export_main
         return export_main(argv[1:])
     if argv and argv[0] == "fp8":
-        from trainer.fp8_calibrate import main as fp8_main
+        from trainer.fp8.calibrate import main as fp8_main
         return fp8_main(argv[1:])
     args = _parser().parse_args(argv)
     world_size = distributed.world_size_from_env()

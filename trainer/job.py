@@ -13,7 +13,6 @@ from pathlib import Path
 from trainer import distributed, events
 from trainer.config import ConfigError
 from trainer.data import DataError
-
 from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
 
 EXIT_CRASH = 1

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.fp8 import CastedLinear
+from trainer.fp8.op import CastedLinear
 
 # Parameters whose names contain one of these are per-channel gains and mixes: tiny, sensitive, and
 # trained by Adam (and exported without quantisation) rather than by Muon.

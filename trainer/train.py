@@ -11,18 +11,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from trainer import distributed, events, fp8, protocol, schedule
+from trainer import distributed, events, protocol, schedule
 from trainer.clock import TrainingClock
 from trainer.config import Config, to_yaml
 from trainer.data.loader import TrainLoader
 from trainer.data.source import resolve_data
-from trainer.dist_adam import DistAdam
 from trainer.evaluation import Evaluator, ValResult, compute_dtype
 from trainer.export.run import export_and_evaluate
-from trainer.fp8_range import RangeStats, event_fields
+from trainer.fp8.op import observe
+from trainer.fp8.ranges import RangeStats, event_fields
 from trainer.model import GPT, parameter_groups
-from trainer.muon import Muon
-from trainer.source import git_sha
+from trainer.optim.dist_adam import DistAdam
+from trainer.optim.muon import Muon
+from trainer.provenance import git_sha
 
 
 def peak_mem_mib(device: torch.device) -> float:
@@ -187,7 +188,7 @@ class Trainer:
             if self.fp8_scheduled:
                 self.model.lm_head.set_fp8_scales(*scales)
             stats = RangeStats(self.dist.device, seed=step) if self._fp8_measured(step) else None
-            with fp8.observe(stats) if stats is not None else contextlib.nullcontext():
+            with observe(stats) if stats is not None else contextlib.nullcontext():
                 loss = self.train_step(lr_mul, momentum)
             if stats is not None:
                 figures = self._report_fp8(step + 1, total, scales, stats)

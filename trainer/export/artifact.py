@@ -29,7 +29,7 @@ import torch
 import zstandard
 from torch import Tensor
 
-from trainer.export.quantize import EMBED_NAMES, EncodedTensor, ExportRules, TENSOR_SCHEMES, decode, encode
+from trainer.export.quantize import EMBED_NAMES, TENSOR_SCHEMES, EncodedTensor, ExportRules, decode, encode
 from trainer.export.schemes import ROW_FORMATS, get_scheme
 
 FORMAT_VERSION = 1

@@ -19,8 +19,8 @@ from trainer.data.source import resolve_data
 from trainer.evaluation import Evaluator
 from trainer.export.run import export_and_evaluate
 from trainer.job import run_job
-from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
 from trainer.model import EMBED_WEIGHT, GPT
+from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
 
 
 class RunDirError(ValueError):

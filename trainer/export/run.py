@@ -24,7 +24,6 @@ from trainer.export.schemes import get_scheme
 from trainer.model import GPT
 from trainer.protocol import ARTIFACT_FILES, EXPORT
 
-
 # `evaluate(model)` runs the validation on `model` on every rank and returns an object with `.loss` and
 # `.bpb` (bpb None without a tokenizer): `trainer.evaluation.Evaluator.evaluate`.
 Evaluate = Callable[[nn.Module], Any]

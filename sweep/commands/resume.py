@@ -1,0 +1,33 @@
+"""`sweep resume NAME`: continue a sweep whose driver stopped (interrupted, killed, or its machine lost).
+
+Tune restores its experiment state and restarts the trials that were running; the Optuna study and the
+MLflow runs are the sweep's own, so finished trials are neither run nor recorded twice. A store password
+kept out of sweep.json comes from SWEEP_STORAGE_PASSWORD / SWEEP_MLFLOW_PASSWORD, or from the drivers'
+own files (~/.pgpass, ~/.mlflow/credentials): README, "Passwords".
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
+from sweep.orchestration import local_ray
+from sweep.report.live_text import display_settings
+
+HELP = "continue a sweep that was interrupted"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the sweep's name (printed when it started)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where the sweep keeps its state (default {DEFAULT_RESULTS_DIR})")
+
+
+def main(args: argparse.Namespace) -> int:
+    plan = load_plan(args.results_dir, args.name)
+    display_settings()
+    local_ray.listen_on_loopback(plan.address)
+    from sweep.orchestration.driver import run_sweep
+
+    return run_sweep(plan, resume=True, command=shlex.join(["sweep", *sys.argv[1:]]))

@@ -1,0 +1,245 @@
+"""`sweep run`: start a sweep. With no arguments, the embedded default: a local Ray instance, CPU trials of
+the `tiny` preset on the generated corpus, search_spaces/fp8_scales.yaml, 6 trials, MLflow in
+sqlite:///mlflow.db and Optuna in sqlite:///optuna.db next to it.
+
+Every check (the space file, the flags, the trainer accepting each value the space names, or another
+program's script reading each key an env-mode space sets, the stores answering, a fixed `data.path` and
+`data.tokenizer` reading as the trainer reads them) happens before anything is written or Ray starts; a
+problem exits with code 2 and a message naming the file and key, or the flag.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from sweep.errors import InputError
+from sweep.inputs import preflight
+from sweep.inputs.overrides import parse_set
+from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
+from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, resolve
+from sweep.inputs.script_keys import SKIP_FLAG, check_script_keys
+from sweep.inputs.space import SearchSpace, check_with_trainer, load_space
+from sweep.inputs.trainer_spec import MODES, script_of, split_command
+from sweep.orchestration import local_ray
+from sweep.report.live_text import display_settings
+from sweep.stores import credentials, urls
+from sweep.stores import results_dir as results
+from sweep.stores.study import SAMPLERS, make_sampler, study_exists
+
+HELP = "run a sweep (no arguments: the embedded CPU default)"
+DEFAULT_SPACE = "fp8_scales"
+DEFAULT_TRIALS = 6
+SCHEDULERS = ("fifo", "asha")
+SPACES_DIR = "search_spaces"
+DEFAULT_CONFIRM_SEEDS = 3
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", help=f"search space file, or the name of one in {SPACES_DIR}/ (default {DEFAULT_SPACE})")
+    p.add_argument("--preset", help="trainer preset (default: the space's; tiny when trials have no GPUs)")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help=f"number of trials (default {DEFAULT_TRIALS})")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="trials at once (default: as many as the cluster's CPUs, or GPUs, hold at the start)")
+    p.add_argument("--gpus-per-trial", type=int,
+                   help=f"GPUs of one trial (default {CLUSTER_GPUS_PER_TRIAL} with --address, else 0: CPU)")
+    p.add_argument("--nproc-per-trial", type=int,
+                   help="torchrun processes of one trial (default: one per GPU, or 1 on CPU)")
+    p.add_argument("--cpus-per-trial", type=int, help="CPUs reserved for one trial (default: one per process)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="fifo",
+                   help="asha stops trials early on their intermediate val_loss (default fifo)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe, multivariate)")
+    p.add_argument("--seed", type=int, help="seed of the sampler; in env mode trial N also gets SEED = this + N "
+                                            "(default 0 there)")
+    p.add_argument("--name", help="sweep name, also the MLflow experiment (default: <space>-<date>-<time>, "
+                                  "in the experiment named after the space)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--mlflow-uri", default=urls.DEFAULT_MLFLOW_URI,
+                   help=f"MLflow tracking URI (default {urls.DEFAULT_MLFLOW_URI})")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite optuna.db next to the MLflow database)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"folder or URI (s3://bucket/tune) for Tune's state and the sweep plan: shared "
+                        f"storage on a cluster; the trials' run directories stay on their nodes' disks "
+                        f"(default {DEFAULT_RESULTS_DIR})")
+    p.add_argument("--trainer-cmd", default="",
+                   help="run this command instead of the built-in trainer (default: the space's trainer.command): "
+                        "it gets its run directory in $SWEEP_RUN_DIR and the keys as --trainer-params says")
+    p.add_argument("--trainer-params", choices=MODES,
+                   help="how the command gets the swept and fixed keys: env (environment variables) or args "
+                        "(key=value arguments) (default: the space's trainer.params, else args)")
+    p.add_argument(SKIP_FLAG, dest="check_keys", action="store_false",
+                   help="in env mode, do not check that the command's script reads every key (for scripts "
+                        "that build the names they read at runtime)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="fix a config key (env mode: an environment variable) for every trial (repeatable)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial (default 1)")
+    p.add_argument("--confirm", type=int, metavar="K",
+                   help="when the search ends, re-run the top K distinct configurations and the baseline (the "
+                        "space's first point) on the same seeds 1..N and report which beat the baseline beyond "
+                        "noise (default: the space's confirm.top, else no confirmation)")
+    p.add_argument("--confirm-seeds", type=int, metavar="N",
+                   help=f"seeds of the confirmation (default: the space's confirm.seeds, else {DEFAULT_CONFIRM_SEEDS})")
+    p.add_argument("--stop-at", type=float, metavar="VALUE",
+                   help="start no more trials once a finished trial's metric reaches VALUE (at or below when "
+                        "minimising, at or above when maximising); running trials finish")
+    p.add_argument("--budget-gpu-hours", type=float, metavar="H",
+                   help="start no trial that would take the sweep's GPU-hours (CPU-hours for CPU trials), spent "
+                        "plus expected, over H")
+    p.add_argument("--noise-std", type=float, metavar="X",
+                   help="the seed std of the metric, for the leaderboard's noise floor (2 x X) when the sweep "
+                        "runs no confirmation")
+
+
+def find_space(name: str | None) -> Path:
+    name = name or DEFAULT_SPACE
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.suffix == "" and len(path.parts) == 1:
+        for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+            candidate = root / SPACES_DIR / f"{name}.yaml"
+            if candidate.is_file():
+                return candidate
+    raise InputError("--space", f"no such search space file: {name}")
+
+
+def _check_trainer_cmd(cmd: str, where: str) -> None:
+    argv = split_command(cmd, where)
+    if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
+        raise InputError(where, f"no such program: {argv[0]}")
+
+
+def _check_script_reads_keys(space: SearchSpace, sets: dict, where: str) -> None:
+    """Env mode: the command's script must read every swept and fixed key (sweep.script_keys)."""
+    script = script_of(space.trainer.command, os.getcwd(), where)
+    if script is None:
+        print(f"sweep run: note: {where} runs no Python file whose source can be read, so the keys it gets "
+              f"are not checked", file=sys.stderr)
+        return
+    keys = {key: f"{space.source}: params.{key}" for key in space.params}
+    keys.update({key: f"--set {key}" if key in sets else f"{space.source}: fixed.{key}" for key in space.fixed})
+    check_script_keys(keys, script)
+
+
+def _check_local_gpus(gpus: int) -> None:
+    import torch
+
+    have = torch.cuda.device_count()
+    if have < gpus:
+        raise InputError("--gpus-per-trial", f"{gpus} GPUs per trial, but this machine has {have}; "
+                                             f"use --address to run on a cluster")
+
+
+def _note_password_on_command_line(args: argparse.Namespace) -> None:
+    for flag, value, variable in (("--storage", args.storage, credentials.STORAGE_PASSWORD_ENV),
+                                  ("--mlflow-uri", args.mlflow_uri, credentials.MLFLOW_PASSWORD_ENV)):
+        if value and credentials.split(value)[1] is not None:
+            print(f"sweep run: note: the password in {flag} is kept out of everything the sweep writes, but "
+                  f"this machine's process list shows it while the sweep runs; put it in {variable} instead",
+                  file=sys.stderr)
+
+
+def check_new_name(name: str, results_dir: str, storage: str) -> None:
+    resume_hint = f"continue it with `sweep resume {name}` or pick another --name"
+    if results.exists(plan_path(results_dir, name)):
+        raise InputError("--name", f"a sweep named {name!r} already exists in {results_dir}; {resume_hint}")
+    db = urls.sqlite_path(storage)
+    if db is not None and not db.exists():
+        return
+    if study_exists(storage, name):
+        raise InputError("--name", f"the Optuna storage already holds a study {name!r}; {resume_hint}")
+
+
+def _positive(value: float | None, flag: str) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InputError(flag, f"must be a number above 0, got {value}")
+    return value
+
+
+def _confirm_settings(args: argparse.Namespace, space: SearchSpace) -> tuple[int, int]:
+    """(top K, seeds N) of the confirmation: the flags, else the space's `confirm:` block."""
+    top = space.confirm.get("top", 0) if args.confirm is None else at_least(args.confirm, "--confirm")
+    seeds = space.confirm.get("seeds", DEFAULT_CONFIRM_SEEDS)
+    if args.confirm_seeds is not None:
+        seeds = at_least(args.confirm_seeds, "--confirm-seeds", minimum=2)
+    if top:
+        seed_key = space.trainer.seed_key
+        for where, keys in (("params", space.params), ("fixed", space.fixed), ("trainer.env", space.trainer.env)):
+            if seed_key in keys:
+                raise InputError("--confirm" if args.confirm else f"{space.source}: confirm",
+                                 f"the confirmation runs seeds 1..{seeds} through {seed_key}, which "
+                                 f"{space.source} sets in {where}")
+    return top, seeds
+
+
+def build_plan(args: argparse.Namespace) -> SweepPlan:
+    """Every check of `sweep run`'s input; nothing is written."""
+    space_path = find_space(args.space)
+    space = load_space(space_path).with_trainer(args.trainer_cmd or None, args.trainer_params)
+    sets = dict(parse_set(item) for item in args.sets)
+    space = space.with_fixed(sets)
+    trials = at_least(args.trials, "--trials")
+    concurrency = at_least(args.concurrency, "--concurrency", minimum=0)
+    trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
+    gpus = trial.gpus
+    at_least(args.max_failures, "--max-failures", minimum=0)
+    confirm, confirm_seeds = _confirm_settings(args, space)
+    if args.stop_at is not None and not math.isfinite(args.stop_at):
+        raise InputError("--stop-at", f"must be a finite value of {space.metric}, got {args.stop_at}")
+    _positive(args.budget_gpu_hours, "--budget-gpu-hours")
+    _positive(args.noise_std, "--noise-std")
+    if args.scheduler == "asha" and "train.val_every" in space.params:
+        raise InputError("--scheduler", "asha compares trials at their 1st, 2nd, 4th, ... validation, which a space "
+                         "sweeping train.val_every puts at different training steps; use --scheduler fifo")
+    # Another program is not told a preset; the space's is only recorded.
+    preset = args.preset or (space.preset if gpus or space.trainer.command else CPU_PRESET)
+    if space.trainer.command:
+        where = "--trainer-cmd" if args.trainer_cmd else f"{space.source}: trainer.command"
+        _check_trainer_cmd(space.trainer.command, where)
+        if space.trainer.env_mode and args.check_keys:
+            _check_script_reads_keys(space, sets, where)
+    else:
+        check_with_trainer(space, preset, world_size=trial.nproc)
+        preflight.check_data(space.fixed, {k: f"--set {k}" if k in sets else f"{space.source}: fixed.{k}"
+                                           for k in space.fixed}, on_this_machine=not args.address)
+    make_sampler(args.sampler)
+    display_settings()
+    if gpus and not args.address:
+        _check_local_gpus(gpus)
+    _note_password_on_command_line(args)
+    mlflow_uri = urls.absolute(credentials.mlflow_uri(args.mlflow_uri))
+    storage = (urls.absolute(credentials.storage_url(args.storage)) if args.storage
+               else urls.default_storage(mlflow_uri))
+    preflight.check_mlflow_uri(mlflow_uri)
+    preflight.check_storage(storage)
+    results_dir = results.normalize(args.results_dir)
+    if args.name:
+        if not all(c.isalnum() or c in "-_." for c in args.name):
+            raise InputError("--name", f"use letters, digits, '-', '_' or '.', got {args.name!r}")
+        name = args.name
+        check_new_name(name, results_dir, storage)
+    else:
+        name = results.free_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
+    return SweepPlan(
+        name=name, experiment=args.name or space.name, space_file=str(space_path.resolve()),
+        space_text=space.text, preset=preset, trials=trials, concurrency=concurrency, gpus_per_trial=gpus,
+        nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, scheduler=args.scheduler, sampler=args.sampler,
+        max_failures=args.max_failures, mlflow_uri=mlflow_uri, storage=storage, results_dir=results_dir,
+        cwd=os.getcwd(), address=args.address or "", trainer_cmd=space.trainer.command,
+        trainer_params=space.trainer.params, seed=args.seed, sets=sets, confirm=confirm,
+        confirm_seeds=confirm_seeds, stop_at=args.stop_at, budget_gpu_hours=args.budget_gpu_hours,
+        noise_std=args.noise_std)
+
+
+def main(args: argparse.Namespace) -> int:
+    plan = build_plan(args)
+    local_ray.listen_on_loopback(plan.address)
+    from sweep.orchestration.driver import run_sweep
+
+    return run_sweep(plan, command=credentials.redact(shlex.join(["sweep", *sys.argv[1:]])),
+                     name_given=bool(args.name))

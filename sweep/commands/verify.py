@@ -1,0 +1,295 @@
+"""`sweep verify (NAME | --config FILE)`: re-run a configuration over several seeds and test the claim.
+
+With NAME, the configuration is the best finished trial of that sweep (its swept values and the sweep's
+fixed keys) and the runs use the sweep's preset, stores, resources and trainer (an env-mode sweep's script
+gets every key, and the seed as SEED, in its environment); with `--config FILE`, the
+keys of a trainer config file. Seeds 0..N-1 run as Tune trials of a verification named `<source>-verify`,
+on whole nodes like a sweep's trials, as many at once as the cluster holds. MLflow gets a parent run with
+role `verify` in the sweep's experiment (`verify` for a config file) and one child run per seed; the
+Markdown evidence (seeds, losses, times, the one-sided one-sample t-test, std/mean) is printed and logged
+on the parent as `verify.md` and as the run's description.
+
+Exit codes: 0 every seed gave a loss (whatever the verdict: it is in the report and the `p_value`
+metric), 1 some seed did not (crashed, diverged, interrupted), 2 bad input, found before anything runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweep.errors import InputError
+from sweep.inputs.overrides import format_override, format_value, parse_set
+from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
+from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
+from sweep.inputs.trainer_spec import ARGS, TrainerSpec
+from sweep.orchestration import local_ray
+from sweep.report.live_text import display_settings
+from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown
+from sweep.stores import credentials, tracking, urls
+from sweep.stores import results_dir as results
+from sweep.stores.urls import DEFAULT_MLFLOW_URI
+from trainer.config import ConfigError, flatten, load_config
+
+HELP = "re-run the best config of a sweep (or a config file) over several seeds and test it (t-test)"
+DEFAULT_SEEDS = 3
+DEFAULT_EXPERIMENT = "verify"
+ROLE = "verify"                                # tracking.TAG_ROLE of the parent run
+TAG_SOURCE = "sweep.verify.source"             # the sweep's name, or the config file's path
+TAG_BEST_TRIAL = "sweep.verify.trial_number"   # the sweep trial that was verified
+TAG_TARGET = "sweep.verify.target"
+TAG_LOSS = "sweep.verify.loss"                 # the child-run metric that was tested
+TAG_PASSED = "sweep.verify.passed"             # "true" | "false": p < 0.01
+MARKDOWN_ARTIFACT = "verify.md"
+
+
+@dataclass
+class VerifyPlan:
+    name: str
+    source: str
+    experiment: str
+    preset: str
+    config: dict[str, Any]         # every key the runs set, besides the seed
+    seeds: list[int]               # 0..N-1; trial i runs seed i
+    claim: Claim
+    mlflow_uri: str
+    results_dir: str               # a local folder or a URI (sweep.results_dir)
+    cwd: str
+    gpus_per_trial: int
+    nproc_per_trial: int
+    cpus_per_trial: int
+    concurrency: int = 0           # 0 = as many as the cluster holds
+    max_failures: int = 1
+    address: str = ""
+    trainer_cmd: str = ""
+    best_trial: int | None = None  # the sweep trial whose config this is
+    trainer_params: str = ARGS     # how the keys, the seed included, reach trainer_cmd (sweep.trainer_spec)
+    trainer_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def trainer(self) -> TrainerSpec:
+        return TrainerSpec(self.trainer_cmd, self.trainer_params, dict(self.trainer_env))
+
+    @property
+    def what(self) -> str:
+        return self.source if self.best_trial is None else f"trial {self.best_trial} of sweep {self.source}"
+
+    @property
+    def run_root(self) -> Path:
+        return results.local_folder(self.results_dir, self.name) / "trials"
+
+    @property
+    def resources(self) -> TrialResources:
+        return TrialResources(self.gpus_per_trial, self.nproc_per_trial, self.cpus_per_trial)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("name", nargs="?", help="the sweep whose best trial is verified")
+    source.add_argument("--config", help="a trainer config file to verify instead of a sweep's best trial")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help=f"number of seeds (default {DEFAULT_SEEDS})")
+    p.add_argument("--target", type=float,
+                   help="loss to beat: default 3.28 with the speedrun preset; with the golf preset the current "
+                        "record's loss (the seeds must beat it by 0.005 nats); required for other presets")
+    p.add_argument("--preset", help=f"trainer preset (default: the sweep's; with --config {CPU_PRESET} on CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="also set a config key for every seed (repeatable)")
+    p.add_argument("--experiment",
+                   help=f"MLflow experiment (default: the sweep's; {DEFAULT_EXPERIMENT} with --config)")
+    p.add_argument("--mlflow-uri",
+                   help=f"MLflow tracking URI (default: the sweep's; {DEFAULT_MLFLOW_URI} with --config)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where sweeps keep their state, and verifications their runs (default {DEFAULT_RESULTS_DIR})")
+    p.add_argument("--address", help="Ray cluster address (default: the sweep's; else a local Ray instance)")
+    p.add_argument("--concurrency", type=int, default=0, help="seeds at once (default: as many as the cluster holds)")
+    p.add_argument("--gpus-per-trial", type=int,
+                   help=f"GPUs of one run (default: the sweep's; with --config {CLUSTER_GPUS_PER_TRIAL} with "
+                        f"--address, else 0)")
+    p.add_argument("--nproc-per-trial", type=int, help="torchrun processes of one run (default: one per GPU, or 1)")
+    p.add_argument("--cpus-per-trial", type=int, help="CPUs reserved for one run (default: one per process)")
+    p.add_argument("--trainer-cmd", help="run this command instead of the built-in trainer (see `sweep run`)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed run (default 1)")
+
+
+def best_trial(sweep) -> tuple[int, dict[str, Any]]:
+    """The sweep's best finished trial: its number and its swept values as Optuna holds them (typed)."""
+    from sweep.report.trial_rows import sweep_rows
+    from sweep.stores.study import load_study
+
+    finished = [r for r in sweep_rows(sweep) if r.objective is not None and r.status in RESULT_STATES]
+    if not finished:
+        raise InputError(sweep.name, "the sweep has no finished trial to verify yet")
+    number = finished[0].number
+    trials = {t.number: t for t in load_study(sweep.storage, sweep.name).get_trials(deepcopy=False)}
+    if number not in trials:
+        raise InputError(sweep.name, f"trial {number} is in MLflow but not in the Optuna study {sweep.storage}")
+    return number, dict(trials[number].params)
+
+
+def _check_with_trainer(preset: str, config: dict[str, Any], world_size: int, where: str):
+    try:
+        return load_config(preset, overrides=[format_override(k, v) for k, v in config.items()],
+                           world_size=world_size)
+    except ConfigError as e:
+        raise InputError(where, f"the trainer ({preset} preset) rejects it: {e}") from None
+
+
+def _config_file_keys(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError("--config", f"no such file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(str(path), f"not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(str(path), "must be a mapping of trainer config keys")
+    return flatten(data)
+
+
+def build_plan(args: argparse.Namespace) -> VerifyPlan:
+    """Every check of `sweep verify`'s input; nothing is written and nothing runs."""
+    seeds = list(range(at_least(args.seeds, "--seeds", 2)))
+    at_least(args.concurrency, "--concurrency", 0)
+    at_least(args.max_failures, "--max-failures", 0)
+    display_settings()
+    sets = dict(parse_set(item) for item in args.sets)
+    results_dir = results.normalize(args.results_dir)
+    if args.config:
+        path = Path(args.config)
+        config = {**_config_file_keys(path), **sets}
+        trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
+        if not args.preset and trial.gpus:
+            raise InputError("--preset", "name the trainer preset of a config file run on GPUs")
+        source, number, where = str(path.resolve()), None, str(path)
+        preset, experiment = args.preset or CPU_PRESET, args.experiment or DEFAULT_EXPERIMENT
+        mlflow_uri = urls.absolute(credentials.mlflow_uri(args.mlflow_uri or DEFAULT_MLFLOW_URI))
+        address, base = args.address or "", path.stem
+        trainer = TrainerSpec(args.trainer_cmd or "")
+        exports = bool(config.get("export.enabled", False))
+    else:
+        sweep = load_plan(args.results_dir, args.name)
+        space = sweep.space()
+        number, values = best_trial(sweep)
+        config = {**space.fixed, **values, **sets}
+        trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, like=sweep.resources)
+        source, where = sweep.name, f"trial {number} of sweep {sweep.name}"
+        preset, experiment = args.preset or sweep.preset, args.experiment or sweep.experiment
+        mlflow_uri = urls.absolute(credentials.mlflow_uri(args.mlflow_uri)) if args.mlflow_uri else sweep.mlflow_uri
+        address = sweep.address if args.address is None else args.address
+        # An env-mode sweep's keys, and its seed, reach the script as environment variables (SEED) again.
+        trainer = TrainerSpec(sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd,
+                              space.trainer.params, space.trainer.env)
+        # Another program's score is the sweep's own objective: a round-trip one means it exports.
+        exports = bool(config.get("export.enabled", space.metric.startswith("roundtrip_")))
+        base = sweep.name
+    if trainer.seed_key in sets:
+        raise InputError("--set", f"{trainer.seed_key} is what verify varies (seeds 0..N-1); it cannot be fixed")
+    config.pop(trainer.seed_key, None)
+    if not trainer.command:
+        exports = bool(_check_with_trainer(preset, config, trial.nproc, where).export.enabled)
+    claim = make_claim(preset, args.target, exports)
+    return VerifyPlan(
+        name=results.free_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
+        config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
+        gpus_per_trial=trial.gpus, nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, concurrency=args.concurrency,
+        max_failures=args.max_failures, address=address, trainer_cmd=trainer.command, best_trial=number,
+        trainer_params=trainer.params, trainer_env=dict(trainer.env))
+
+
+def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan) -> list[SeedResult]:
+    """Each seed's final loss and training time as MLflow holds them (the child run of trial i ran seed i)."""
+    from sweep.orchestration.seed_grid import seed_results as results_by_trial
+
+    found = results_by_trial(mlflow_client, experiment_id, parent_run_id, {s: s for s in plan.seeds},
+                             plan.claim.loss_metric)
+    return [found[s] for s in plan.seeds]
+
+
+def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: str) -> str:
+    tags = {TAG_SOURCE: plan.source, TAG_TARGET: repr(plan.claim.target), TAG_LOSS: plan.claim.loss_metric}
+    if plan.best_trial is not None:
+        tags[TAG_BEST_TRIAL] = str(plan.best_trial)
+    run_id = tracking.open_parent(mlflow_client, experiment_id, plan.name, ROLE, plan.preset, plan.address, command,
+                                  tags)
+    tracking.log_params(mlflow_client, run_id, {k: format_value(v) for k, v in plan.config.items()})
+    return run_id
+
+
+def _run_seeds(plan: VerifyPlan, settings) -> None:
+    import ray
+
+    from sweep.orchestration.seed_grid import run_grid
+    from sweep.orchestration.tuner import start_ray
+
+    started = start_ray(plan.address)
+    try:
+        # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
+        run_grid(settings, {s: {plan.trainer.seed_key: s} for s in plan.seeds}, name=plan.name, results_dir=plan.results_dir,
+                 concurrency=plan.concurrency, max_failures=plan.max_failures, metric="val_loss", mode="min")
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_verify(plan: VerifyPlan, command: str = "") -> int:
+    """Run the seeds, then report; returns the exit code (0 when every seed gave a loss)."""
+    from sweep.inputs.objective import Objective
+    from sweep.orchestration.tuner import quiet_environment
+    from sweep.trial.runner import TrialSettings
+
+    quiet_environment()
+    mlflow_client = tracking.client(plan.mlflow_uri)
+    experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
+    parent = _open_parent(plan, mlflow_client, experiment_id, command)
+    runs = f"`{plan.trainer_cmd}`" if plan.trainer_cmd else f"{plan.preset} preset"
+    print(f"verify {plan.name}: {len(plan.seeds)} seeds of {plan.what} ({runs}), {plan.claim.describe()}", flush=True)
+    settings = TrialSettings(
+        sweep=plan.name, preset=plan.preset, objective=Objective("val_loss"), run_root=str(plan.run_root),
+        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent,
+        fixed=dict(plan.config), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
+        trainer=plan.trainer)
+    outcome = "FAILED"
+    try:
+        _run_seeds(plan, settings)
+        results = seed_results(mlflow_client, experiment_id, parent, plan)
+        report = markdown(f"Verification of {plan.what}: {len(plan.seeds)} seeds", plan.claim, results)
+        print("\n" + report, flush=True)
+        _log_report(mlflow_client, parent, plan.claim, results, report)
+        complete = all(r.usable for r in results)
+        outcome = "FINISHED" if complete else "FAILED"
+        print(f"MLflow: experiment {plan.experiment!r}, verify run {parent}")
+        print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
+        return 0 if complete else 1
+    finally:
+        mlflow_client.set_terminated(parent, outcome)
+
+
+def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResult], report: str) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    mlflow_client.log_text(run_id, report, MARKDOWN_ARTIFACT)
+    tags = [RunTag(tracking.NOTE_TAG, tracking.clip(report))]
+    verdict = judge(claim, results)
+    metrics = {"threshold": claim.threshold, "seeds_with_loss": sum(r.usable for r in results)}
+    if verdict is not None:
+        tags.append(RunTag(TAG_PASSED, str(verdict.passed).lower()))
+        metrics.update(p_value=verdict.p_value, mean_val_loss=verdict.mean, std_val_loss=verdict.std)
+        if verdict.mean_time_s is not None:
+            metrics.update(mean_train_time_s=verdict.mean_time_s, std_train_time_s=verdict.std_time_s)
+    stamp = int(time.time() * 1000)
+    mlflow_client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()], tags=tags)
+
+
+def main(args: argparse.Namespace) -> int:
+    plan = build_plan(args)
+    local_ray.listen_on_loopback(plan.address)
+    return run_verify(plan, command=credentials.redact(shlex.join(["sweep", *sys.argv[1:]])))

@@ -1,0 +1,104 @@
+"""A sweep's settings, saved as `<results-dir>/<name>/sweep.json` so `sweep resume NAME` can continue it
+(the results dir is a local folder or a URI: see `sweep.results_dir`).
+
+The plan keeps the space file's text as it was at launch: a resumed sweep searches the same space even
+if the file has been edited since. It also records the stage the sweep reached (the search, then its
+confirmation with `--confirm`), so a resume continues where the driver stopped; plans written before a
+field existed load with its default.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sweep.errors import InputError
+from sweep.inputs.resources import TrialResources
+from sweep.inputs.space import SearchSpace, parse_space
+from sweep.inputs.trainer_spec import ARGS
+from sweep.stores import results_dir as results
+
+PLAN_FILE = "sweep.json"
+SEARCH, CONFIRM, DONE = "search", "confirm", "done"   # the stages of a sweep
+DEFAULT_RESULTS_DIR = "runs"
+
+
+@dataclass
+class SweepPlan:
+    name: str
+    experiment: str
+    space_file: str
+    space_text: str
+    preset: str
+    trials: int
+    concurrency: int            # 0 = as many as the cluster holds (see sweep.driver)
+    gpus_per_trial: int
+    nproc_per_trial: int
+    cpus_per_trial: int
+    scheduler: str
+    sampler: str
+    max_failures: int
+    mlflow_uri: str
+    storage: str
+    results_dir: str
+    cwd: str
+    address: str = ""           # "" = a local Ray instance
+    trainer_cmd: str = ""       # "" = the built-in trainer
+    trainer_params: str = ARGS  # how keys reach trainer_cmd: env | args (sweep.trainer_spec)
+    seed: int | None = None
+    sets: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str = ""
+    confirm: int = 0            # top configurations confirmed over paired seeds; 0 = no confirmation
+    confirm_seeds: int = 3
+    stop_at: float | None = None
+    budget_gpu_hours: float | None = None
+    noise_std: float | None = None
+    stage: str = SEARCH
+    confirm_run_id: str = ""    # the confirmation's parent run
+    confirm_trials: list[int] = field(default_factory=list)  # the search trials confirmed, the baseline first
+
+    @property
+    def tune_path(self) -> str:
+        """Tune's experiment folder, beside the plan file."""
+        return results.join(self.results_dir, self.name)
+
+    @property
+    def sweep_dir(self) -> Path:
+        """The sweep's folder on this node's disk (the same as `tune_path` when the results dir is local)."""
+        return results.local_folder(self.results_dir, self.name)
+
+    @property
+    def run_root(self) -> Path:
+        return self.sweep_dir / "trials"
+
+    @property
+    def confirm_name(self) -> str:
+        """The confirmation's Tune experiment (beside the sweep's) and MLflow parent run."""
+        return f"{self.name}-confirm"
+
+    @property
+    def resources(self) -> TrialResources:
+        return TrialResources(self.gpus_per_trial, self.nproc_per_trial, self.cpus_per_trial)
+
+    def space(self) -> SearchSpace:
+        return (parse_space(self.space_text, self.space_file).with_trainer(self.trainer_cmd, self.trainer_params)
+                .with_fixed(self.sets))
+
+    def save(self) -> None:
+        results.write_text(plan_path(self.results_dir, self.name), json.dumps(asdict(self), indent=2) + "\n")
+
+
+def plan_path(results_dir: str | Path, name: str) -> str:
+    return results.join(results.normalize(str(results_dir)), name, PLAN_FILE)
+
+
+def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
+    path = plan_path(results_dir, name)
+    if not results.exists(path):
+        raise InputError(name, f"no sweep of that name: {path} does not exist")
+    try:
+        data = json.loads(results.read_text(path))
+        return SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
+    except (json.JSONDecodeError, TypeError) as e:
+        raise InputError(str(path), f"not a readable sweep plan: {e}") from None

@@ -1,0 +1,348 @@
+"""Running a sweep: MLflow parent run, Ray, the Tune experiment, and the summary at the end.
+
+Tune keeps the experiment state under `<results-dir>/<name>/` (so `Tuner.restore` can continue it), Optuna
+keeps the study in its storage under the sweep's name, MLflow keeps one parent run per sweep and the trials'
+child runs. `run_sweep` is used both for a new sweep and to resume one.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+
+import optuna
+import ray
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from sweep.errors import InputError
+from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SEARCH, SweepPlan, plan_path
+from sweep.inputs.resources import trials_that_fit
+from sweep.inputs.space import SearchSpace
+from sweep.orchestration import confirm
+from sweep.orchestration.interrupt import EXIT_INTERRUPTED, Interrupts
+from sweep.orchestration.launch_gate import LaunchGate, spent_hours, unit
+from sweep.orchestration.live import LiveView
+from sweep.orchestration.rejection import StopOnRejectedInput, shared_rejection
+from sweep.orchestration.search import StudySearcher
+from sweep.orchestration.tuner import new_tuner, quiet_environment, restore_tuner, start_ray
+from sweep.report.confirm_report import ConfirmReport, build_report
+from sweep.report.confirm_report import markdown as confirm_markdown
+from sweep.report.confirm_report import metrics as confirm_metrics
+from sweep.report.trial_rows import best, best_line, leaderboard, read_rows
+from sweep.stores import results_dir as results
+from sweep.stores import tracking
+from sweep.stores.child_run import close_unfinished_children, record_ended
+from sweep.stores.study import create_study, load_study
+from sweep.trial.runner import FINAL_KEY, TRIAL_NUMBER_KEY, TrialSettings
+from trainer.protocol import EXIT_BAD_INPUT
+
+ASHA_REDUCTION = 2
+# ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
+# it is set beyond any trial's number of validations rather than guessed from a config.
+ASHA_MAX_REPORTS = 10**6
+
+
+def resolve_concurrency(plan: SweepPlan) -> int:
+    """`--concurrency`, or as many trials as the cluster holds right now."""
+    if plan.concurrency > 0:
+        return plan.concurrency
+    return trials_that_fit(plan.trials, plan.resources)
+
+
+def describe(plan: SweepPlan, space: SearchSpace) -> str:
+    """The parent run's description in the MLflow UI: how to read the sweep there."""
+    better = "lowest" if space.mode == "min" else "highest"
+    return "\n".join([
+        f"**Sweep {plan.name}**: {plan.trials} trials of `{plan.space_file}`, judged by {space.metric} "
+        f"({better} is best), preset {plan.preset}.",
+        "",
+        f"- Each child run is one trial: its params are the values it ran with, tag `{tracking.TAG_TRIAL_NUMBER}` "
+        f"its Optuna trial number, tag `{tracking.TAG_STATUS}` how it ended (ok, diverged, wallclock_cap, "
+        f"pruned, failed, stopped).",
+        f"- Rank the trials by the metric `{tracking.OBJECTIVE_METRIC}` (the value Optuna was given, penalties "
+        f"included); `val_loss` and `train_time_ms` by step are the curves.",
+        f"- `{tracking.LEADERBOARD_ARTIFACT}` holds the leaderboard once the sweep ends; `sweep compare {plan.name}` "
+        f"adds plots under `compare/`.",
+        "- A difference near the seed noise (between seeds of one configuration the final val_loss of the "
+        "speedrun records varies by about 0.0015) is not a result until confirmed: "
+        + (f"`{confirm.MARKDOWN_ARTIFACT}` holds the confirmation of the top {plan.confirm} configurations "
+           f"against the baseline over seeds 1..{plan.confirm_seeds} (its runs: the nested run "
+           f"`{plan.confirm_name}`)." if plan.confirm else
+           f"`sweep run --confirm K` confirms the top K, `sweep verify {plan.name}` the best."),
+    ])
+
+
+def per_trial(plan: SweepPlan) -> int:
+    """What a trial's hours are counted in: its GPUs, or its CPUs for a CPU trial."""
+    return plan.gpus_per_trial or plan.cpus_per_trial
+
+
+def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput):
+    gate = LaunchGate(plan.mlflow_uri, settings.experiment_id, plan.parent_run_id, space.mode, space.metric,
+                      plan.stop_at, plan.budget_gpu_hours, per_trial(plan), plan.gpus_per_trial)
+    searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
+                             seed=plan.seed, gate=gate if gate.active else None)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
+                               max_t=ASHA_MAX_REPORTS, grace_period=1, reduction_factor=ASHA_REDUCTION)
+                 if plan.scheduler == "asha" else FIFOScheduler())
+    slots = resolve_concurrency(plan)
+    return new_tuner(settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
+                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+                                                 max_concurrent_trials=slots, reuse_actors=True),
+                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop], stop=stop)
+
+
+def result_state(result, pruned: set[int]) -> str:
+    """How a trial of a Tune `ResultGrid` ended; `pruned` holds the trial numbers Optuna has as pruned
+    (a trial without a final result that was not pruned was stopped by an interruption)."""
+    metrics = result.metrics or {}
+    if result.error is not None:
+        return "failed"
+    if metrics.get(FINAL_KEY):
+        return str(metrics.get("status", "ok"))
+    return "pruned" if (result.config or {}).get(TRIAL_NUMBER_KEY) in pruned else "stopped"
+
+
+def _reconcile(grid, plan: SweepPlan, space: SearchSpace, pruned: set[int], mlflow_client,
+               experiment_id: str) -> None:
+    """Make each trial's child run say how the trial ended, also when the trial could not (it was
+    stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
+    for result in grid:
+        number = (result.config or {}).get(TRIAL_NUMBER_KEY)
+        status = result_state(result, pruned)
+        if number is None or status not in ("failed", "pruned", "stopped"):
+            continue
+        params = {k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items()
+                  if k != TRIAL_NUMBER_KEY}
+        record_ended(mlflow_client, experiment_id, plan.parent_run_id, plan.name, int(number), params, status,
+                     None if result.error is None else str(result.error))
+
+
+def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
+    """Create the sweep's Optuna study, the one atomic step that makes a name this sweep's: another sweep
+    started at the same moment may have picked the same default name, which then moves on to the next
+    free one; a `--name` taken since `sweep run` checked it is refused."""
+    base = plan.name
+    for k in itertools.count(2):
+        if name_given or not results.exists(plan_path(plan.results_dir, plan.name)):
+            try:
+                create_study(plan.storage, plan.name, space.mode)
+                return
+            except optuna.exceptions.DuplicatedStudyError:
+                if name_given:
+                    raise InputError("--name", f"a sweep named {plan.name!r} was started meanwhile; "
+                                               f"pick another --name") from None
+        plan.name = f"{base}-{k}"
+
+
+def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str,
+                 name_given: bool) -> str:
+    """Write what the sweep needs before its trials start: the study (the claim on the name), `sweep.json`,
+    the MLflow experiment and parent run, then `sweep.json` again with the run's id. A driver killed between
+    two of these leaves what `sweep resume` needs to do the rest. Returns the experiment id."""
+    if not resume:
+        claim_name(plan, space, name_given)
+        plan.save()
+    experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
+    if plan.parent_run_id:
+        mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
+    else:
+        plan.parent_run_id = tracking.open_parent(
+            mlflow_client, experiment_id, plan.name, "sweep", plan.preset, plan.address, command,
+            {tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
+             tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode}, description=describe(plan, space))
+        plan.save()
+    return experiment_id
+
+
+def resume_command(plan: SweepPlan) -> str:
+    default = results.normalize(DEFAULT_RESULTS_DIR)
+    return f"sweep resume {plan.name}" + ("" if plan.results_dir == default else f" --results-dir {plan.results_dir}")
+
+
+def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_given: bool = True) -> int:
+    """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
+    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: sweep.interrupt),
+    2 if it stopped because the trainer rejects input every trial gets (sweep.rejection)."""
+    quiet_environment()
+    space = plan.space()
+    interrupts = Interrupts()
+    interrupts.install()
+    experiment_id = None
+    started = False
+    try:
+        # Ray first: a cluster that cannot be reached is found before anything is written.
+        started = start_ray(plan.address)
+        with interrupts.deferred():  # a first open of a sqlite store migrates it: never stopped half-way
+            mlflow_client = tracking.client(plan.mlflow_uri)
+            experiment_id = open_records(plan, space, mlflow_client, resume, command, name_given)
+        code = _run_trials(plan, space, mlflow_client, experiment_id, resume, interrupts, command)
+    except KeyboardInterrupt:
+        if experiment_id is None and not resume:
+            print("sweep run: interrupted before the sweep started; nothing was written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    finally:
+        if started:
+            with interrupts.deferred():
+                ray.shutdown()
+    if code == EXIT_INTERRUPTED:
+        print(f"interrupted: continue with `{resume_command(plan)}`", flush=True)
+    return code
+
+
+def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, resume: bool,
+                interrupts: Interrupts, command: str) -> int:
+    keys_as = "environment variables" if space.trainer.env_mode else "arguments"
+    runs = f"`{plan.trainer_cmd}` with the keys as {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
+    print(f"sweep {plan.name}: {plan.trials} trials of {plan.space_file} ({space.metric}, {space.mode}), "
+          f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
+    outcome = "KILLED"
+    try:
+        code = _search(plan, space, mlflow_client, experiment_id, resume, interrupts) if plan.stage == SEARCH else 0
+        rows = read_rows(mlflow_client, experiment_id, plan.parent_run_id, list(space.params))
+        report = None
+        if code == 0 and plan.confirm:
+            report, code = _confirm(plan, space, rows, mlflow_client, experiment_id, interrupts, command)
+        _summarize(plan, space, rows, report, mlflow_client, experiment_id)
+        if code == 0:
+            outcome = "FINISHED"
+        elif code == EXIT_BAD_INPUT:
+            outcome = "FAILED"
+        print(f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id}")
+        print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
+        return code
+    finally:
+        # fit() has stopped every trial by now; one whose worker died could not close its own run.
+        with interrupts.deferred():
+            close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+            mlflow_client.set_terminated(plan.parent_run_id, outcome)
+
+
+def _search(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, resume: bool,
+            interrupts: Interrupts) -> int:
+    """Run (or continue) the search; returns its exit code."""
+    settings = TrialSettings(
+        sweep=plan.name, preset=plan.preset, objective=space.objective, run_root=str(plan.run_root.resolve()),
+        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id,
+        parent_run_id=plan.parent_run_id, fixed=dict(space.fixed), nproc=plan.nproc_per_trial,
+        gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer=space.trainer, seed=plan.seed or 0)
+    shared_input = {**space.trainer.env, **space.fixed}
+    if resume and tune.Tuner.can_restore(plan.tune_path):
+        tuner = restore_tuner(settings, plan.tune_path)
+    else:
+        # Also a resume whose driver died before Tune saved anything: the searcher then adopts the
+        # study's trials, and enqueues only the points the study has not taken yet.
+        stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id, shared_input,
+                                   list(space.params))
+        tuner = _new_tuner(plan, space, settings, stop)
+    with interrupts.tune():
+        grid = tuner.fit()
+    pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
+        deepcopy=False, states=(TrialState.PRUNED,))}
+    _reconcile(grid, plan, space, pruned, mlflow_client, experiment_id)
+    close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+    rejected = shared_rejection(mlflow_client, experiment_id, plan.parent_run_id, shared_input,
+                                list(space.params))
+    if rejected is not None:
+        key, message = rejected
+        print(f"sweep {plan.name}: stopped: the trainer rejects {key}, which every trial gets:\n{message}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stopped = tracking.TAG_STOPPED_LAUNCHING in mlflow_client.get_run(plan.parent_run_id).data.tags
+    if (grid.num_terminated + grid.num_errors >= plan.trials or stopped) and not interrupts.received:
+        return 0
+    return EXIT_INTERRUPTED
+
+
+def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experiment_id: str, interrupts: Interrupts,
+             command: str) -> tuple[ConfirmReport | None, int]:
+    """Run (or continue) the confirmation; returns its report (None when there was nothing to confirm or it
+    was interrupted) and exit code."""
+    values = confirm.prepare(plan, space, rows, mlflow_client, experiment_id, command)
+    if len(plan.confirm_trials) < 2:
+        print("confirmation: no finished trial besides the baseline (trial 0) to confirm", flush=True)
+        mlflow_client.set_terminated(plan.confirm_run_id, "FINISHED")
+        return None, 0
+    outcome = "KILLED"
+    try:
+        confirm.run(plan, space, values, experiment_id, interrupts)
+        close_unfinished_children(mlflow_client, experiment_id, plan.confirm_run_id)
+        if interrupts.received:
+            return None, EXIT_INTERRUPTED
+        report = build_report(confirm.configs(plan, values, mlflow_client, experiment_id), space.objective,
+                              confirm.seeds(plan))
+        text = confirm_markdown(report, confirm_title(plan))
+        for run_id in (plan.confirm_run_id, plan.parent_run_id):
+            mlflow_client.log_text(run_id, text, confirm.MARKDOWN_ARTIFACT)
+        mlflow_client.set_tag(plan.confirm_run_id, tracking.NOTE_TAG, tracking.clip(text))
+        mlflow_client.set_tag(plan.parent_run_id, confirm.TAG_WINNER,
+                              "none" if report.winner is None else str(report.winner.config.trial))
+        log_metrics(mlflow_client, plan.parent_run_id, confirm_metrics(report))
+        outcome = "FINISHED"
+        return report, 0
+    finally:
+        with interrupts.deferred():
+            close_unfinished_children(mlflow_client, experiment_id, plan.confirm_run_id)
+            mlflow_client.set_terminated(plan.confirm_run_id, outcome)
+
+
+def confirm_title(plan: SweepPlan) -> str:
+    return (f"Confirmed leaderboard of sweep {plan.name}: {len(plan.confirm_trials)} configurations x "
+            f"{plan.confirm_seeds} seeds")
+
+
+def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    mlflow_client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
+
+
+def _hours(plan: SweepPlan, mlflow_client, experiment_id: str) -> dict[str, float]:
+    """The hours (GPU, or CPU on CPU trials) the search's and the confirmation's trials took."""
+    name = unit(plan.gpus_per_trial).lower()
+    hours = {f"{name}_hours_search": spent_hours(
+        tracking.child_runs(mlflow_client, experiment_id, plan.parent_run_id), per_trial(plan))}
+    if plan.confirm_run_id:
+        hours[f"{name}_hours_confirm"] = spent_hours(
+            tracking.child_runs(mlflow_client, experiment_id, plan.confirm_run_id), per_trial(plan))
+    hours[f"{name}_hours"] = sum(hours.values())
+    return hours
+
+
+def _summarize(plan: SweepPlan, space: SearchSpace, rows, report: ConfirmReport | None, mlflow_client,
+               experiment_id: str) -> None:
+    """Print the leaderboard (with the noise floor when there is a noise estimate), the confirmed
+    leaderboard and the hours spent, and log them on the sweep's parent run."""
+    if report is not None and report.pooled_std is not None:
+        noise, source = report.pooled_std, "pooled over the confirmation's seeds"
+    else:
+        noise, source = plan.noise_std, "from --noise-std"
+    top = best(rows, space.objective)
+    parts = [leaderboard(rows, space.objective, noise, source), best_line(top, space.objective)]
+    reason = mlflow_client.get_run(plan.parent_run_id).data.tags.get(tracking.TAG_STOPPED_LAUNCHING)
+    if reason:
+        parts.append(f"stopped launching trials: {reason}")
+    hours = _hours(plan, mlflow_client, experiment_id)
+    name = unit(plan.gpus_per_trial)
+    spent = [f"{name}-hours spent: {hours[f'{name.lower()}_hours']:.4g}",
+             f"search {hours[f'{name.lower()}_hours_search']:.4g}"]
+    if plan.budget_gpu_hours is not None:
+        spent[-1] += f" of a budget of {plan.budget_gpu_hours:g}"
+    if f"{name.lower()}_hours_confirm" in hours:
+        spent.append(f"confirmation {hours[f'{name.lower()}_hours_confirm']:.4g}")
+    parts.append(f"{spent[0]} ({', '.join(spent[1:])})")
+    summary = "\n".join(parts)
+    print("\n" + summary)
+    if report is not None:
+        print("\n" + confirm_markdown(report, confirm_title(plan)), end="", flush=True)
+    mlflow_client.log_text(plan.parent_run_id, summary + "\n", tracking.LEADERBOARD_ARTIFACT)
+    note = f"{describe(plan, space)}\n\n```\n{summary}\n```"
+    if report is not None:
+        note += "\n\n" + confirm_markdown(report, confirm_title(plan))
+    mlflow_client.set_tag(plan.parent_run_id, tracking.NOTE_TAG, tracking.clip(note))
+    log_metrics(mlflow_client, plan.parent_run_id,
+                {**hours, **({} if top is None else {tracking.BEST_METRIC: top.objective})})

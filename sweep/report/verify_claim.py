@@ -1,0 +1,119 @@
+"""What `sweep verify` claims and how it is judged: the target, the seeds' results, the Markdown evidence.
+
+The rule follows the preset: the speedrun is judged on the final val_loss against 3.28 (modded-nanogpt);
+a golf run against the current record's loss minus 0.005 nats (parameter-golf), on the loss of its
+exported artifact after the round trip when the runs export one, since that artifact is what a submission
+is scored on. Other presets have no record to beat and need an explicit target.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sweep.errors import InputError
+from sweep.report import stats
+
+GOLF_PRESET = "golf"
+SPEEDRUN_PRESET = "speedrun"
+RESULT_STATES = ("ok", "wallclock_cap")   # a seed's run with a usable final loss
+
+
+@dataclass(frozen=True)
+class Claim:
+    target: float          # --target: the record to beat (golf) or the threshold itself
+    golf_rule: bool        # test against target - 0.005 nats
+    loss_metric: str       # the child-run metric tested: final_val_loss or roundtrip_val_loss
+
+    @property
+    def threshold(self) -> float:
+        return self.target - stats.GOLF_MIN_IMPROVEMENT if self.golf_rule else self.target
+
+    def describe(self) -> str:
+        if self.golf_rule:
+            return (f"{self.loss_metric} against the record {self.target:g} minus "
+                    f"{stats.GOLF_MIN_IMPROVEMENT:g} nats = {self.threshold:g}")
+        return f"{self.loss_metric} against {self.target:g}"
+
+    def evidence(self, losses: list[float], times: list[float] | None) -> str:
+        if self.golf_rule:
+            return stats.golf_markdown(losses, times, self.target)
+        return stats.record_markdown(losses, times, self.target)
+
+
+def make_claim(preset: str, target: float | None, exports: bool) -> Claim:
+    """The claim for runs of `preset`; `exports`: the runs write an artifact and evaluate its round trip."""
+    if target is not None and not math.isfinite(target):
+        raise InputError("--target", f"must be a finite number, got {target}")
+    golf = preset == GOLF_PRESET
+    if target is None:
+        if preset == SPEEDRUN_PRESET:
+            target = stats.SPEEDRUN_TARGET
+        elif golf:
+            raise InputError("--target", "the golf preset is judged against the current record: give its "
+                                         "val_loss with --target (the seeds must beat it by "
+                                         f"{stats.GOLF_MIN_IMPROVEMENT:g} nats)")
+        else:
+            raise InputError("--target", f"the {preset} preset has no record target; give the loss to beat "
+                                         f"with --target")
+    return Claim(float(target), golf, "roundtrip_val_loss" if exports else "final_val_loss")
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seed: int
+    run_id: str
+    status: str                  # the child run's sweep.status, or its MLflow status while it has none
+    loss: float | None
+    train_time_s: float | None
+
+    @property
+    def usable(self) -> bool:
+        return self.status in RESULT_STATES and self.loss is not None and math.isfinite(self.loss)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    n: int
+    mean: float
+    std: float
+    p_value: float
+    passed: bool
+    mean_time_s: float | None
+    std_time_s: float | None
+
+
+def judge(claim: Claim, results: list[SeedResult]) -> Verdict | None:
+    """The t-test over the seeds that gave a loss, or None with fewer than two of them."""
+    usable = [r for r in results if r.usable]
+    if len(usable) < 2:
+        return None
+    losses = [r.loss for r in usable]
+    test = stats.speedrun_test(losses, claim.threshold)
+    times = _times(usable)
+    time_std, time_mean = stats.std_mean(times) if times else (None, None)
+    return Verdict(test.n, test.mean, test.std, test.p_value, test.passed, time_mean, time_std)
+
+
+def _times(results: list[SeedResult]) -> list[float] | None:
+    times = [r.train_time_s for r in results]
+    return None if any(t is None for t in times) else times
+
+
+def markdown(title: str, claim: Claim, results: list[SeedResult]) -> str:
+    """The evidence block of the record READMEs, headed by a per-seed table."""
+    lines = [f"### {title}", "", f"One-sided one-sample t-test of {claim.describe()}.", "",
+             f"| seed | {claim.loss_metric} | training time (s) | status |", "| --- | --- | --- | --- |"]
+    for r in results:
+        loss = "-" if r.loss is None else f"{r.loss:.4f}"
+        time_s = "-" if r.train_time_s is None else f"{r.train_time_s:.3f}"
+        lines.append(f"| {r.seed} | {loss} | {time_s} | {r.status} |")
+    usable = [r for r in results if r.usable]
+    missing = len(results) - len(usable)
+    lines.append("")
+    if missing:
+        lines += [f"{missing} of {len(results)} seeds gave no loss; the test covers the other "
+                  f"{len(usable)}.", ""]
+    if len(usable) < 2:
+        lines.append("Too few results for a t-test (it needs at least 2).")
+        return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + claim.evidence([r.loss for r in usable], _times(usable))

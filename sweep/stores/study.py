@@ -1,0 +1,47 @@
+"""Optuna pieces that need no Ray: the samplers a sweep can use and the study storage."""
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from sweep.errors import InputError
+from sweep.stores import credentials, lock
+
+SAMPLERS = ("tpe", "cmaes", "gp")
+
+
+def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate), CMA-ES or Gaussian-process sampler."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(multivariate=True, seed=seed)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+    raise InputError("--sampler", f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage at `url` (its password, if any, supplied by sweep.credentials), opened under the store
+    lock so that a fresh sqlite file gets its tables from one process at a time."""
+    url = credentials.storage_url(url)
+    with lock.first_open(url):
+        return optuna.storages.RDBStorage(url)
+
+
+def create_study(url: str, name: str, mode: str) -> None:
+    """Create the study; optuna.exceptions.DuplicatedStudyError if the storage already has one of that name
+    (the storage's unique study names make this the atomic step that claims a name)."""
+    optuna.create_study(study_name=name, storage=make_storage(url),
+                        direction="minimize" if mode == "min" else "maximize")
+
+
+def study_exists(url: str, name: str) -> bool:
+    return name in optuna.study.get_all_study_names(storage=make_storage(url))
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(url))

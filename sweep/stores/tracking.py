@@ -1,0 +1,209 @@
+"""MLflow layout of a sweep (README, "MLflow layout"): the names every part of the service reads and writes.
+
+Experiment = the space name (or `--name`); one parent run per sweep, one child run per trial. A child
+run is identified by its parent run and the Optuna trial number (tag `sweep.trial_number`), not by the
+Ray trial id, so a trial restarted after a crash or a driver restart finds its own run again.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from sweep.stores import credentials, lock, urls
+from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
+from trainer.provenance import git_sha
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+TAG_ROLE = "sweep.role"                  # "sweep", "verify" or "confirm" on a parent, "trial" on a child
+TRIAL_ROLE = "trial"
+IMPORT_ROLE = "import"                   # a training log imported by `sweep import-logs`, with these tags:
+TAG_IMPORT_SOURCE = "sweep.import.source"      # modded-nanogpt | parameter-golf | gpt-sweep
+TAG_IMPORT_FILE = "sweep.import.file"          # the file's name
+TAG_IMPORT_PATH = "sweep.import.path"          # the absolute path it was imported from
+TAG_IMPORT_SHA256 = "sweep.import.sha256"      # content hash: the identity of an imported log
+TAG_IMPORT_COMPLETE = "sweep.import.complete"  # "true" | "false"
+TAG_SWEEP = "sweep.name"                 # on a sweep's runs, and on the logs imported for it
+TAG_SPACE = "sweep.space"                # the space file's content
+TAG_SPACE_FILE = "sweep.space_file"
+TAG_METRIC = "sweep.metric"
+TAG_MODE = "sweep.mode"
+TAG_PRESET = "sweep.preset"
+TAG_GIT_SHA = "sweep.git_sha"
+TAG_RAY_ADDRESS = "sweep.ray_address"
+TAG_COMMAND = "sweep.command"
+TAG_TRIAL_NUMBER = "sweep.trial_number"
+TAG_TRIAL_ID = "sweep.trial_id"
+TAG_ATTEMPT = "sweep.attempt"
+TAG_STATUS = "sweep.status"              # ok | diverged | wallclock_cap | pruned | failed | stopped
+TAG_ERROR = "sweep.error"                # the tail of the log of a failed trial
+TAG_EXIT_CODE = "sweep.exit_code"        # the trainer's exit code, on a failed trial
+TAG_GPUS = "sweep.gpus_per_trial"
+TAG_NPROC = "sweep.nproc_per_trial"
+TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on
+TAG_VISIBLE_GPUS = "sweep.cuda_visible_devices"  # the GPU ids Ray gave the trial
+TAG_STOPPED_LAUNCHING = "sweep.stopped_launching"  # on the parent: why no more trials started (--stop-at, budget)
+NOTE_TAG = "mlflow.note.content"         # shown as the run's description in the MLflow UI
+
+STEP_METRICS = STEP_FIELDS
+FP8_PREFIX = "fp8."  # the trainer's `fp8` event fields (scales in effect, range figures) as metrics fp8.<field>
+FINAL_METRICS = ("final_val_loss", "final_val_bpb", "wallclock_s", "artifact_bytes", "roundtrip_val_bpb",
+                 "gpu_hours")
+WALLCLOCK_METRIC = "wallclock_s"        # a trial's wall time, launch to result (sweep.child_run)
+OBJECTIVE_METRIC = "objective"           # the value handed to Optuna (penalties included)
+BEST_METRIC = "best_objective"           # on the parent run
+ARTIFACTS = (LOG_FILE, CONFIG_FILE, EVENTS_FILE)
+EXPORT_ARTIFACTS = tuple(ARTIFACT_FILES.values())  # when the run exported one
+LEADERBOARD_ARTIFACT = "leaderboard.txt"  # on the parent run
+
+# MLflow 3's UI opens an experiment on its GenAI overview unless this tag says it holds model training runs;
+# with it the UI opens on the runs table (parent sweeps with their trials).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+MAX_TAG_CHARS = 8000
+_BATCH = 1000
+_PARAM_BATCH = 100
+
+
+def fp8_metrics(event: dict[str, Any]) -> dict[str, Any]:
+    """An `fp8` event's numbers under their metric names: fp8.x_s, fp8.g_flushed, ..."""
+    return {FP8_PREFIX + k: v for k, v in event.items() if k not in ("event", "time", "step")}
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    uri = credentials.mlflow_uri(uri)
+    with lock.first_open(uri):
+        return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a fresh database
+
+
+def default_artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a local sqlite store go beside the database file; a server keeps its own default."""
+    db = urls.sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.resolve().parent / "mlflow-artifacts" / experiment).as_uri()
+
+
+def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri, name),
+                                                   tags=dict([EXPERIMENT_KIND]))
+        except MlflowException as e:
+            # Another sweep of the same space created it in the meantime.
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(experiment.experiment_id)
+    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow_client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+    return experiment.experiment_id
+
+
+def open_parent(mlflow_client, experiment_id: str, name: str, role: str, preset: str, address: str, command: str,
+                tags: dict[str, str], description: str = "") -> str:
+    """Create the parent run of a sweep, verification or confirmation (role `sweep`, `verify` or `confirm`)
+    with the tags every parent carries, plus `tags`; returns its id."""
+    common = {TAG_ROLE: role, TAG_SWEEP: name, TAG_PRESET: preset, TAG_GIT_SHA: git_sha() or "unknown",
+              TAG_RAY_ADDRESS: address or "local", TAG_COMMAND: clip(command)}
+    if description:
+        common[NOTE_TAG] = clip(description)
+    return mlflow_client.create_run(experiment_id, run_name=name, tags={**common, **tags}).info.run_id
+
+
+def clip(text: str, limit: int = MAX_TAG_CHARS) -> str:
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def child_filter(parent_run_id: str, trial_number: int | None = None) -> str:
+    # The role keeps out runs nested under the parent that are not its trials (a sweep's confirmation run).
+    text = f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and tags.`{TAG_ROLE}` = '{TRIAL_ROLE}'"
+    if trial_number is not None:
+        text += f" and tags.`{TAG_TRIAL_NUMBER}` = '{trial_number}'"
+    return text
+
+
+def search_all(mlflow_client, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list:
+    """Every run matching the filter, over as many result pages as there are."""
+    runs, token = [], None
+    while True:
+        page = mlflow_client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token,
+                                         order_by=order_by)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def child_runs(mlflow_client, experiment_id: str, parent_run_id: str, trial_number: int | None = None) -> list:
+    return search_all(mlflow_client, [experiment_id], child_filter(parent_run_id, trial_number))
+
+
+def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), _PARAM_BATCH):
+        mlflow_client.log_batch(run_id, params=items[i:i + _PARAM_BATCH])
+
+
+class MetricBatch:
+    """Metrics gathered between two reports and sent in one `log_batch` request.
+
+    A (key, step) pair is sent once: the trainer's `train` and `val` events at the same step both
+    carry `train_time_ms`, and the history should hold one point per step. `logged` holds the pairs the
+    run already has (from an earlier attempt of the trial).
+    """
+
+    def __init__(self, mlflow_client, run_id: str, logged: Iterable[tuple[str, int]] = ()):
+        self.client = mlflow_client
+        self.run_id = run_id
+        self._pending: list = []
+        self._seen: set[tuple[str, int]] = set(logged)
+
+    def add(self, values: dict[str, Any], step: int, timestamp_ms: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (key, step) in self._seen:
+                continue
+            self._seen.add((key, step))
+            self._pending.append(Metric(key, float(value), stamp, step))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Send what is pending; returns the number of requests made."""
+        sent = 0
+        while self._pending:
+            chunk, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            sent += 1
+        return sent
+
+
+def logged_points(mlflow_client, run) -> set[tuple[str, int]]:
+    """Every (metric, step) pair the run holds."""
+    return {(key, m.step) for key in run.data.metrics for m in mlflow_client.get_metric_history(run.info.run_id, key)}
+
+
+def log_artifacts(mlflow_client, run_id: str, run_dir: Path, names: Iterable[str]) -> None:
+    for name in names:
+        path = run_dir / name
+        if path.is_file():
+            mlflow_client.log_artifact(run_id, os.fspath(path))
+
+
+def ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"

@@ -1,0 +1,259 @@
+"""One trial: launch the trainer on the trial's node, follow its events, report to Tune, record in MLflow.
+
+The trainer is `torchrun --standalone --nproc_per_node=N -m trainer --preset P --run-dir DIR key=value...`
+or another program (sweep.trainer_spec) with the run directory in `$SWEEP_RUN_DIR`: `CMD key=value...` in
+args mode, or `CMD` with every key an environment variable in env mode, where the trial also sets `RUN_ID`
+(its name) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
+event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
+trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
+then retries it per `FailureConfig`, but the retry of a trainer that rejected its input, exit code 2, ends
+at once with the same error: sweep.rejection). Whatever ends the trial (done, stopped by the scheduler,
+failed, the worker killed), every process the trainer started is ended with it (sweep.supervisor).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from sweep.inputs.objective import Objective
+from sweep.inputs.overrides import format_override, format_overrides, format_value
+from sweep.inputs.trainer_spec import SEED_ENV, TrainerSpec
+from sweep.runlog.events import EventTail, LineTail, RunState
+from sweep.runlog.logparse import LiveLog
+from sweep.stores import tracking
+from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, trial_label
+from sweep.stores.credentials import SECRET_ENV
+from sweep.trial.process import SupervisedProcess, package_pythonpath
+from sweep.trial.progress import TrialProgress
+from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
+
+TRIAL_NUMBER_KEY = "trial_number"   # put into each trial's config by the searcher
+FINAL_KEY = "reached_final"         # True only on a result made from the trainer's final event
+OBJECTIVE_KEY = tracking.OBJECTIVE_METRIC
+RUN_DIR_ENV = "SWEEP_RUN_DIR"
+RUN_ID_ENV = "RUN_ID"                     # the trial's identity in env mode, with SEED_ENV
+SCRIPT_LOGS = "logs"                      # where upstream scripts write logs/<RUN_ID>.txt, from their cwd
+COMPILE_CACHE = "gpt-sweep-compile-cache"
+TAIL_LINES = 40
+
+
+class TrialFailed(RuntimeError):
+    """The trainer crashed, was rejected, or ended without a result."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything a trial needs besides its swept values; the same for every trial of a sweep."""
+
+    sweep: str
+    preset: str
+    objective: Objective
+    run_root: str
+    cwd: str
+    mlflow_uri: str
+    experiment_id: str
+    parent_run_id: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+    nproc: int = 1
+    gpus: int = 0
+    cpus: int = 1
+    trainer: TrainerSpec = field(default_factory=TrainerSpec)
+    seed: int = 0                 # env mode: trial N gets SEED = seed + N
+    poll_s: float = 0.2
+    flush_s: float = 10.0
+
+
+def build_command(settings: TrialSettings, values: dict[str, Any], run_dir: Path) -> list[str]:
+    if settings.trainer.command:
+        overrides = [] if settings.trainer.env_mode else format_overrides(settings.fixed, values)
+        return [*shlex.split(settings.trainer.command), *overrides]
+    overrides = format_overrides(settings.fixed, values)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    if "compile.cache_dir" not in settings.fixed:
+        # One folder per node for all trials, so later trials reuse what earlier ones compiled.
+        overrides.append(format_override("compile.cache_dir", str(Path(tempfile.gettempdir()) / COMPILE_CACHE)))
+    return [*launcher, "--standalone", f"--nproc_per_node={settings.nproc}", "-m", "trainer",
+            "--preset", settings.preset, "--run-dir", str(run_dir), *overrides]
+
+
+def trial_variables(settings: TrialSettings, values: dict[str, Any], trial_name: str, number: int) -> dict[str, str]:
+    """The environment variables the sweep sets for the command: `trainer.env`, and in env mode also the
+    trial's identity and every fixed and swept key (the space's own values win over the identity)."""
+    spec = settings.trainer
+    if not spec.env_mode:
+        return dict(spec.env)
+    identity = {RUN_ID_ENV: trial_name, SEED_ENV: str(settings.seed + number)}
+    return {**identity, **spec.env, **{k: spec.text(v) for k, v in {**settings.fixed, **values}.items()}}
+
+
+def trial_env(settings: TrialSettings, run_dir: Path, variables: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # the stores are the sweep's business
+    env["PYTHONPATH"] = package_pythonpath()
+    # Each rank gets its share of the trial's CPUs; torch would otherwise start one thread per core of
+    # the node in every rank of every trial.
+    env["OMP_NUM_THREADS"] = str(max(1, settings.cpus // settings.nproc))
+    env.update(variables)
+    env[RUN_DIR_ENV] = str(run_dir)
+    return env
+
+
+def trial_params(settings: TrialSettings, values: dict[str, Any], variables: dict[str, str]) -> dict[str, str]:
+    """The child run's params: in env mode every variable the command got, as it got it; otherwise every
+    fixed and swept key, plus `trainer.env`."""
+    if settings.trainer.env_mode:
+        return dict(variables)
+    return {**{k: format_value(v) for k, v in {**settings.fixed, **values}.items()}, **variables}
+
+
+def fresh_run_dir(run_root: str, number: int) -> Path:
+    """The trial's run directory, emptied of an earlier attempt (kept beside it as `.attemptK`)."""
+    run_dir = Path(run_root) / trial_label(number)
+    if run_dir.exists():
+        k = 1
+        while run_dir.with_name(f"{run_dir.name}.attempt{k}").exists():
+            k += 1
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt{k}"))
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def failure_message(rc: int | None, run: RunState, run_dir: Path) -> str:
+    if rc == 0:
+        head = "the trainer exited 0 without a final event"
+    elif rc == EXIT_BAD_INPUT:
+        head = f"the trainer rejected its input (exit code {EXIT_BAD_INPUT})"
+    elif rc is not None and rc < 0:
+        head = f"the trainer was killed by signal {-rc}"
+    else:
+        head = f"the trainer crashed (exit code {rc})"
+    parts = [head]
+    if run.error:
+        parts.append(f"error event: {run.error.strip()}")
+    output = tail(run_dir / OUTPUT_LOG)
+    if output:
+        parts.append(f"last lines of {OUTPUT_LOG}:\n{output}")
+    return "\n".join(parts)
+
+
+def intermediate_result(event: dict[str, Any], objective: Objective, number: int) -> dict[str, Any]:
+    result = {k: event[k] for k in ("step", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
+              if isinstance(event.get(k), (int, float))}
+    proxy = objective.intermediate(event)
+    result[OBJECTIVE_KEY] = objective.penalty if proxy is None else proxy
+    return {**result, FINAL_KEY: False, TRIAL_NUMBER_KEY: number}
+
+
+def final_result(metrics: dict[str, float], status: str, number: int) -> dict[str, Any]:
+    result: dict[str, Any] = {RESULT_FROM_RUN.get(k, k): v for k, v in metrics.items()}
+    return {**result, "status": status, FINAL_KEY: True, TRIAL_NUMBER_KEY: number}
+
+
+class _Source:
+    """The trial's events: `events.jsonl` if the trainer writes one, else reference lines in its output."""
+
+    def __init__(self, run_dir: Path, read_lines: bool):
+        self.events = EventTail(run_dir / EVENTS_FILE)
+        self.lines = LineTail(run_dir / OUTPUT_LOG) if read_lines else None
+        self.live_log = LiveLog()
+        self.mode: str | None = None
+
+    def read(self) -> list[dict[str, Any]]:
+        events = self.events.read() if self.mode != "lines" else []
+        if events:
+            self.mode = "events"
+        if self.lines is None or self.mode == "events":
+            return events
+        parsed = [e for line in self.lines.read() for e in self.live_log.feed(line)]
+        if parsed:
+            self.mode = "lines"
+        return parsed
+
+    def finish(self) -> list[dict[str, Any]]:
+        return self.live_log.finish() if self.mode == "lines" else []
+
+
+def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
+    """The Tune function trainable (bound to `settings` with `tune.with_parameters`)."""
+    ctx = tune.get_context()
+    number = int(config[TRIAL_NUMBER_KEY])
+    values = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
+    child = ChildRun(settings.mlflow_uri, settings.experiment_id, settings.parent_run_id, settings.sweep, number)
+    recorded = child.recorded_result()
+    if recorded is not None:
+        tune.report({**recorded, FINAL_KEY: True, TRIAL_NUMBER_KEY: number})
+        return
+    rejection = child.recorded_rejection()
+    if rejection is not None:
+        raise TrialFailed(rejection)
+    run_dir = fresh_run_dir(settings.run_root, number)
+    variables = trial_variables(settings, values, ctx.get_trial_name(), number)
+    if settings.trainer.env_mode:
+        child.also_log(Path(settings.cwd) / SCRIPT_LOGS / f"{variables[RUN_ID_ENV]}.txt", SCRIPT_LOGS)
+    child.start(ctx.get_trial_name(), trial_params(settings, values, variables), {
+        tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
+        tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
+        tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})
+    _monitor(settings, values, number, run_dir, child, variables, TrialProgress(settings.sweep, ctx.get_trial_id()))
+
+
+def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_dir: Path, child: ChildRun,
+             variables: dict[str, str], progress: TrialProgress) -> None:
+    objective = settings.objective
+    source = _Source(run_dir, read_lines=bool(settings.trainer.command))
+    run = RunState()
+    closed = False
+    started = time.monotonic()
+    proc = SupervisedProcess(build_command(settings, values, run_dir), run_dir / OUTPUT_LOG,
+                             env=trial_env(settings, run_dir, variables), cwd=settings.cwd)
+    try:
+        last_flush = time.monotonic()
+        while True:
+            rc = proc.poll()  # read before draining: every event written before the exit gets read
+            for event in source.read() + (source.finish() if rc == 0 else []):
+                run.apply(event)
+                child.add_event(event)
+                progress.apply(event)
+                if event["event"] == VAL:
+                    child.flush()
+                    last_flush = time.monotonic()
+                    tune.report(intermediate_result(event, objective, number))
+            if rc is not None:
+                break
+            progress.tick()
+            if time.monotonic() - last_flush > settings.flush_s and len(child.batch):
+                child.flush()
+                last_flush = time.monotonic()
+            time.sleep(settings.poll_s)
+        wallclock_s = time.monotonic() - started
+        if rc != 0 or run.final is None:
+            message = failure_message(rc, run, run_dir)
+            closed = True
+            child.fail(message, run_dir, rc)
+            raise TrialFailed(message)
+        value = objective.final(run)
+        metrics = final_metrics(run, value, wallclock_s, settings.gpus)
+        closed = True
+        child.finish(run.status, metrics, run_dir, step=int(run.final.get("step") or 0))
+        tune.report(final_result(metrics, run.status, number))
+    finally:
+        proc.kill()
+        if not closed:
+            child.stop(run_dir)

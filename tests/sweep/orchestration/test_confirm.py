@@ -1,0 +1,251 @@
+"""Winners you can trust: a sweep's confirmation over paired seeds (`--confirm`), the noise floor of the
+leaderboard, `--stop-at` and `--budget-gpu-hours`; on a real local Ray instance with real sqlite MLflow and
+Optuna stores, the tiny preset of the real trainer where the seeds must matter, the stand-in trainer
+elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+import scipy.stats
+from paths import REPO
+from sweeping import PLAIN_FAKE, processes_with, run_sweep, study, sweep_run_in, sweep_runs, wait_for, write_space
+
+from sweep.cli import main as sweep_main
+from sweep.commands.list_sweeps import sweeps
+from sweep.inputs.plan import PLAN_FILE, load_plan
+from sweep.orchestration.confirm import ROLE, TAG_WINNER
+from sweep.report import stats
+from sweep.stores import tracking
+
+SHORT = ["train.iterations=4", "train.val_every=2", "train.warmdown_iters=2", "train.log_every=1",
+         "train.batch_tokens=2048", "train.micro_batches=1", "train.val_tokens=4096", "train.val_batch_tokens=4096"]
+PR175_X_S = 100 / 448
+
+
+def confirm_runs(client, sweep_parent):
+    """(the confirmation's parent run, its child runs by trial number)."""
+    exp = sweep_parent.info.experiment_id
+    parents = client.search_runs([exp], f"tags.`{tracking.PARENT_RUN_TAG}` = '{sweep_parent.info.run_id}' "
+                                        f"and tags.`{tracking.TAG_ROLE}` = '{ROLE}'")
+    assert len(parents) == 1
+    children = tracking.child_runs(client, exp, parents[0].info.run_id)
+    numbers = [int(r.data.tags[tracking.TAG_TRIAL_NUMBER]) for r in children]
+    assert len(numbers) == len(set(numbers)), f"duplicate confirmation runs: {sorted(numbers)}"
+    return parents[0], {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in children}
+
+
+def test_confirm_reruns_the_top_configurations_on_paired_seeds(ray_local, stores, workdir, capsys):
+    # Trial 1 differs from the baseline only in whether it saves its weights: the same training, seed by seed.
+    space = write_space(workdir, name="confirmtiny", metric="val_loss",
+                        params={"fp8.x_s": {"type": "float", "low": 0.02, "high": 2.0, "log": True},
+                                "train.save_model": {"type": "categorical", "choices": [True, False]}},
+                        fixed={"fp8.enabled": True},
+                        points_to_evaluate=[{"fp8.x_s": PR175_X_S, "train.save_model": True},
+                                            {"fp8.x_s": PR175_X_S, "train.save_model": False},
+                                            {"fp8.x_s": 0.5, "train.save_model": True}])
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "3", "--concurrency", "2",
+                        "--name", "confirmtiny", "--confirm", "2", "--confirm-seeds", "3",
+                        *[a for s in SHORT for a in ("--set", s)])
+    assert rc == 0, out
+    client, parent, search = sweep_runs(stores, "confirmtiny")
+    assert sorted(search) == [0, 1, 2]              # the confirmation's runs are not search trials
+    assert [r for r in sweeps(stores["mlflow"]) if r["sweep"] == "confirmtiny"][0]["trials"] == 3
+    plan = load_plan(workdir / "runs", "confirmtiny")
+    assert plan.confirm_trials[0] == 0 and sorted(plan.confirm_trials[1:]) == [1, 2]
+
+    confirmation, runs = confirm_runs(client, parent)
+    assert confirmation.info.status == "FINISHED"
+    assert sorted(runs) == list(range(9))           # 3 configurations x 3 seeds, nothing more
+    losses = {}
+    for number, run in sorted(runs.items()):
+        config, seed = plan.confirm_trials[number // 3], number % 3 + 1
+        assert run.info.status == "FINISHED"
+        assert run.data.params["seed"] == str(seed)  # the seed each run got, as MLflow recorded it
+        assert float(run.data.params["fp8.x_s"]) == float(search[config].data.params["fp8.x_s"])
+        assert run.data.params["train.save_model"] == search[config].data.params["train.save_model"]
+        assert run.data.params["train.iterations"] == "4"
+        losses.setdefault(config, []).append(run.data.metrics["final_val_loss"])
+    assert len(set(losses[0])) == 3                 # the seeds reach the trainer
+
+    metrics = parent.data.metrics
+    base = losses[0]
+    for trial in (1, 2):
+        p = metrics[f"confirm.trial_{trial}.p_value"]
+        expected = scipy.stats.ttest_rel(losses[trial], base, alternative="less").pvalue
+        if losses[trial] == base:
+            assert expected != expected and p == 1.0   # scipy: NaN for zero differences; never a winner
+        else:
+            assert p == pytest.approx(expected, rel=1e-9)
+        assert metrics[f"confirm.trial_{trial}.mean"] == pytest.approx(sum(losses[trial]) / 3, rel=1e-12)
+        assert metrics[f"confirm.trial_{trial}.std"] == pytest.approx(scipy.stats.tstd(losses[trial]), rel=1e-9)
+        low, high = scipy.stats.t.interval(0.95, 2, loc=sum(losses[trial]) / 3,
+                                           scale=scipy.stats.sem(losses[trial]))
+        assert (metrics[f"confirm.trial_{trial}.ci_low"], metrics[f"confirm.trial_{trial}.ci_high"]) == \
+            (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+    assert losses[1] == base                        # the same training gives the same losses on CPU
+    winner = parent.data.tags[TAG_WINNER]
+    assert winner != "1"
+    assert winner == ("2" if metrics["confirm.trial_2.p_value"] < 0.01 else "none")
+
+    report = client.download_artifacts(parent.info.run_id, "confirm.md", str(workdir))
+    text = open(report).read()
+    assert text.strip() in out
+    assert "not significant" in text.split("| trial 1 |")[1].splitlines()[0]
+    pooled = metrics["confirm.pooled_std"]
+    assert pooled == pytest.approx(stats.pooled_std(losses.values()), rel=1e-9)
+    assert f"(2 x std = {2 * pooled:.4g}, std {pooled:.4g} pooled over the confirmation's seeds)" in out
+    assert metrics["cpu_hours"] == pytest.approx(metrics["cpu_hours_search"] + metrics["cpu_hours_confirm"])
+    assert f"CPU-hours spent: {metrics['cpu_hours']:.4g}" in out
+
+
+def test_resume_in_the_middle_of_the_confirmation(ray_local, stores, workdir, capsys):
+    marker = f"confirmresume-{uuid.uuid4().hex[:8]}"
+    space = write_space(workdir, name="confres", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
+                        fixed={"fake.tag": marker, "fake.step_s": 0.04},
+                        points_to_evaluate=[{"fake.quality": 0.5}, {"fake.quality": 0.2}],
+                        confirm={"top": 1, "seeds": 3})
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", "--space", str(space), "--trials", "2", "--concurrency", "1",
+         "--name", "confres", "--trainer-cmd", PLAIN_FAKE, "--mlflow-uri", stores["mlflow"],
+         "--storage", stores["optuna"]],
+        cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = tracking.client(stores["mlflow"])
+
+    def confirmation_runs() -> list:
+        path = workdir / "runs" / "confres" / PLAN_FILE
+        plan = json.loads(path.read_text()) if path.is_file() else {}
+        if not plan.get("confirm_run_id"):
+            return []
+        exp = client.get_run(plan["confirm_run_id"]).info.experiment_id
+        return tracking.child_runs(client, exp, plan["confirm_run_id"])
+
+    def two_done_one_running() -> bool:
+        states = [r.info.status for r in confirmation_runs()]
+        return states.count("FINISHED") >= 2 and "RUNNING" in states
+
+    try:
+        wait_for(two_done_one_running, 180, "two finished confirmation runs and a running one")
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_for(lambda: not processes_with(marker), 30, "the killed sweep's trainers to exit")
+    before = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r.info.run_id
+              for r in confirmation_runs() if r.info.status == "FINISHED"}
+    assert load_plan(workdir / "runs", "confres").stage == "confirm"
+
+    assert sweep_main(["resume", "confres"]) == 0
+    out = capsys.readouterr().out
+    _, parent, search = sweep_runs(stores, "confres")
+    assert sorted(search) == [0, 1] and parent.info.status == "FINISHED"
+    assert len(study(stores, "confres").trials) == 2             # the search did not run again
+    confirmation, runs = confirm_runs(client, parent)
+    assert sorted(runs) == list(range(6)) and confirmation.info.status == "FINISHED"
+    for number, run in runs.items():
+        assert run.info.status == "FINISHED" and run.data.params["seed"] == str(number % 3 + 1)
+        assert run.data.params["fake.quality"] == str([0.5, 0.2][number // 3])
+    for number, run_id in before.items():                       # reused, not trained again
+        assert runs[number].info.run_id == run_id and runs[number].data.tags[tracking.TAG_ATTEMPT] == "1"
+    assert any(r.data.tags[tracking.TAG_ATTEMPT] == "2" for r in runs.values())  # the one cut off ran again
+    assert (workdir / "runs" / "confres-confirm").is_dir()
+    assert "Confirmed leaderboard of sweep confres: 2 configurations x 3 seeds" in out
+    assert processes_with(marker) == []
+
+
+def test_stop_at_stops_launching_and_lets_running_trials_finish(ray_local, stores, workdir, capsys):
+    # Trial 0 is slow and poor; trial 1 reaches the target while trial 0 still runs.
+    space = write_space(workdir, name="stopat", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0},
+                                "fake.step_s": {"type": "categorical", "choices": [0.01, 0.1]}},
+                        points_to_evaluate=[{"fake.quality": 0.6, "fake.step_s": 0.1},
+                                            {"fake.quality": 0.0, "fake.step_s": 0.01},
+                                            {"fake.quality": 0.0, "fake.step_s": 0.01}])
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "6", "--concurrency", "2",
+                        "--name", "stopat", "--trainer-cmd", PLAIN_FAKE, "--stop-at", "2.3")
+    assert rc == 0, out
+    _, parent, children = sweep_runs(stores, "stopat")
+    assert sorted(children) == [0, 1]
+    assert [t.state for t in study(stores, "stopat").trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(r.info.status == "FINISHED" and r.data.tags[tracking.TAG_STATUS] == "ok" for r in children.values())
+    assert children[0].data.metrics["objective"] > 2.3 >= children[1].data.metrics["objective"]
+    assert "stopped launching trials: trial 1 reached val_loss 2.20845 (--stop-at 2.3)" in out
+    assert parent.info.status == "FINISHED"
+
+
+def test_budget_stops_launching_before_the_budget_is_spent(ray_local, stores, workdir, capsys):
+    space = write_space(workdir, name="budget", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
+                        fixed={"fake.step_s": 0.02})
+    budget = 6.0 / 3600   # about 5 trials of about a second each, on 1 CPU
+    rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "12", "--concurrency", "1",
+                        "--name", "budget", "--trainer-cmd", PLAIN_FAKE, "--budget-gpu-hours", str(budget))
+    assert rc == 0, out
+    _, parent, children = sweep_runs(stores, "budget")
+    costs = [children[n].data.metrics[tracking.WALLCLOCK_METRIC] / 3600 for n in sorted(children)]
+    assert 2 <= len(costs) < 12
+    # One trial at a time: trial k started when trials 0..k-1 had ended, and only if their hours plus their
+    # mean (the new trial's expected cost) fit in the budget; the trial after the last did not fit.
+    for k in range(1, len(costs)):
+        assert sum(costs[:k]) + sum(costs[:k]) / k <= budget
+    assert sum(costs) + sum(costs) / len(costs) > budget
+    assert parent.data.metrics["cpu_hours"] == pytest.approx(sum(costs), rel=1e-9)
+    assert f"CPU-hours spent: {sum(costs):.4g} (search {sum(costs):.4g} of a budget of {budget:g})" in out
+    assert "stopped launching trials: the next trial would take the sweep to" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--confirm", "0"], "--confirm: must be at least 1"),
+    (["--confirm", "2", "--confirm-seeds", "1"], "--confirm-seeds: must be at least 2"),
+    (["--stop-at", "nan"], "--stop-at: must be a finite value of val_loss"),
+    (["--budget-gpu-hours", "0"], "--budget-gpu-hours: must be a number above 0"),
+    (["--noise-std", "-1"], "--noise-std: must be a number above 0"),
+    (["--confirm", "2", "--set", "seed=3"], "--confirm: the confirmation runs seeds 1..3 through seed"),
+])
+def test_bad_confirmation_and_stopping_flags_exit_2_before_anything(tmp_path, args, message):
+    done = sweep_run_in(tmp_path, *args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert done.stdout.strip() == "ray never imported"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_confirm_block_with_an_unknown_key_names_the_file_and_key(tmp_path):
+    write_space(tmp_path, name="badconfirm", metric="val_loss",
+                params={"fp8.x_s": {"type": "float", "low": 0.02, "high": 2.0}}, confirm={"top": 2, "runs": 3})
+    done = sweep_run_in(tmp_path, "--space", "badconfirm.yaml")
+    assert done.returncode == 2
+    assert "badconfirm.yaml: confirm.runs: unknown field (known: top, seeds)" in done.stderr
+
+
+def test_paired_statistics_follow_scipy_and_never_crown_an_identical_configuration():
+    base, better = [4.031, 4.029, 4.034], [4.028, 4.027, 4.030]
+    assert stats.paired_test(better, base) == pytest.approx(
+        scipy.stats.ttest_rel(better, base, alternative="less").pvalue, rel=1e-12)
+    assert stats.paired_test(better, base, mode="max") == pytest.approx(
+        scipy.stats.ttest_rel(better, base, alternative="greater").pvalue, rel=1e-12)
+    assert stats.paired_test(base, base) == 1.0 and stats.paired_test(base, base, mode="max") == 1.0
+    assert stats.paired_test([x - 0.001 for x in base], base) in (0.0, pytest.approx(0.0, abs=1e-6))
+    std = 0.0015
+    t = scipy.stats.t
+    assert stats.detectable_difference(std, 3) == pytest.approx(
+        (t.ppf(0.99, 2) + t.ppf(0.8, 2)) * 2 ** 0.5 * std / 3 ** 0.5, rel=1e-12)
+    assert stats.pooled_std([[1.0, 3.0], [2.0, 2.0, 2.0]]) == pytest.approx((2.0 / 3) ** 0.5)
+
+
+def test_a_plan_written_before_the_confirmation_fields_still_loads(tmp_path):
+    old = {"name": "old", "experiment": "old", "space_file": "s.yaml", "space_text": "", "preset": "tiny",
+           "trials": 2, "concurrency": 0, "gpus_per_trial": 0, "nproc_per_trial": 1, "cpus_per_trial": 1,
+           "scheduler": "fifo", "sampler": "tpe", "max_failures": 1, "mlflow_uri": "sqlite:///m.db",
+           "storage": "sqlite:///o.db", "results_dir": str(tmp_path), "cwd": str(tmp_path)}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / PLAN_FILE).write_text(json.dumps(old))
+    plan = load_plan(tmp_path, "old")
+    assert (plan.confirm, plan.stage, plan.stop_at, plan.budget_gpu_hours, plan.confirm_trials) == (0, "search", None,
+                                                                                                    None, [])
