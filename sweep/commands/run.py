@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import sweep
 from sweep.errors import InputError
 from sweep.inputs import preflight
 from sweep.inputs.overrides import parse_set
@@ -101,7 +102,7 @@ def find_space(name: str | None) -> Path:
     if path.is_file():
         return path
     if path.suffix == "" and len(path.parts) == 1:
-        for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        for root in (Path.cwd(), Path(sweep.__file__).resolve().parent.parent):
             candidate = root / SPACES_DIR / f"{name}.yaml"
             if candidate.is_file():
                 return candidate

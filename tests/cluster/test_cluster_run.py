@@ -29,12 +29,12 @@ from pathlib import Path
 import pytest
 import yaml
 from paths import REPO
+from sweeping import FAKE
 
 from sweep.cli import main as sweep_main
 from sweep.inputs.plan import PLAN_FILE, load_plan
 from sweep.stores import results_dir, tracking
 
-FAKE = REPO / "tests" / "fake_trainer.py"
 MARKER_ENV = "GPT_SWEEP_TEST_PROCESS"
 # The `ray` and `mlflow` commands of this interpreter, whatever is first on PATH.
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
