@@ -1,6 +1,6 @@
 """Import finished (or cut-off) training logs into MLflow: one run per log, beside a sweep's trials.
 
-Reads modded-nanogpt record logs, parameter-golf logs and our own train.log (sweep.logparse) and writes
+Reads modded-nanogpt record logs, parameter-golf logs and our own train.log (sweep.runlog.logparse) and writes
 the same metric names the trials use, so upstream records can be compared with sweep results in one
 MLflow experiment. `--sweep NAME` imports into that sweep's store and experiment and tags each run with
 the sweep's name, which is how `sweep compare NAME` finds its reference curves; `--experiment NAME`
@@ -28,7 +28,7 @@ HELP = "import modded-nanogpt / parameter-golf / train.log files into MLflow as 
 DEFAULT_EXPERIMENT = "imported-logs"
 LOG_SUFFIXES = (".txt", ".log")
 
-# Final values under the trials' names (sweep.child_run.final_metrics), from a ParsedLog.
+# Final values under the trials' names (sweep.stores.child_run.final_metrics), from a ParsedLog.
 _FINAL_FROM_LOG = {
     "final_val_loss": "final_val_loss",
     "final_val_bpb": "final_val_bpb",

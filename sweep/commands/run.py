@@ -116,7 +116,7 @@ def _check_trainer_cmd(cmd: str, where: str) -> None:
 
 
 def _check_script_reads_keys(space: SearchSpace, sets: dict, where: str) -> None:
-    """Env mode: the command's script must read every swept and fixed key (sweep.script_keys)."""
+    """Env mode: the command's script must read every swept and fixed key (sweep.inputs.script_keys)."""
     script = script_of(space.trainer.command, os.getcwd(), where)
     if script is None:
         print(f"sweep run: note: {where} runs no Python file whose source can be read, so the keys it gets "

@@ -60,7 +60,7 @@ class VerifyPlan:
     seeds: list[int]               # 0..N-1; trial i runs seed i
     claim: Claim
     mlflow_uri: str
-    results_dir: str               # a local folder or a URI (sweep.results_dir)
+    results_dir: str               # a local folder or a URI (sweep.stores.results_dir)
     cwd: str
     gpus_per_trial: int
     nproc_per_trial: int
@@ -70,7 +70,7 @@ class VerifyPlan:
     address: str = ""
     trainer_cmd: str = ""
     best_trial: int | None = None  # the sweep trial whose config this is
-    trainer_params: str = ARGS     # how the keys, the seed included, reach trainer_cmd (sweep.trainer_spec)
+    trainer_params: str = ARGS     # how the keys, the seed included, reach trainer_cmd (sweep.inputs.trainer_spec)
     trainer_env: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -1,5 +1,5 @@
 """A sweep's settings, saved as `<results-dir>/<name>/sweep.json` so `sweep resume NAME` can continue it
-(the results dir is a local folder or a URI: see `sweep.results_dir`).
+(the results dir is a local folder or a URI: see `sweep.stores.results_dir`).
 
 The plan keeps the space file's text as it was at launch: a resumed sweep searches the same space even
 if the file has been edited since. It also records the stage the sweep reached (the search, then its
@@ -32,7 +32,7 @@ class SweepPlan:
     space_text: str
     preset: str
     trials: int
-    concurrency: int            # 0 = as many as the cluster holds (see sweep.driver)
+    concurrency: int            # 0 = as many as the cluster holds (see sweep.orchestration.driver)
     gpus_per_trial: int
     nproc_per_trial: int
     cpus_per_trial: int
@@ -45,7 +45,7 @@ class SweepPlan:
     cwd: str
     address: str = ""           # "" = a local Ray instance
     trainer_cmd: str = ""       # "" = the built-in trainer
-    trainer_params: str = ARGS  # how keys reach trainer_cmd: env | args (sweep.trainer_spec)
+    trainer_params: str = ARGS  # how keys reach trainer_cmd: env | args (sweep.inputs.trainer_spec)
     seed: int | None = None
     sets: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str = ""

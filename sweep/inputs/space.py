@@ -5,7 +5,7 @@ name: fp8_scales
 metric: val_loss          # objective.METRICS
 mode: min
 preset: speedrun          # optional with a trainer command
-trainer:                  # optional, another program (sweep.trainer_spec)
+trainer:                  # optional, another program (sweep.inputs.trainer_spec)
   command: torchrun --standalone --nproc_per_node=8 train_gpt.py
   params: env             # env: keys are environment variables; args (default): key=value arguments
   env: {DATA_PATH: ./data/datasets/fineweb10B_sp1024/}
@@ -25,7 +25,7 @@ For the built-in trainer, keys are checked against the trainer's schema (`traine
 every point the file names, every choice, both ends of every range and every value of a small int range
 (a spread sample of a large one) is resolved by the trainer's own config loader, so a value the trainer
 would refuse at launch is refused here instead. For another program in env mode,
-keys must be environment variable names, and `sweep.script_keys` checks that its script reads them.
+keys must be environment variable names, and `sweep.inputs.script_keys` checks that its script reads them.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """A sweep's confirmation (`sweep run --confirm K`): once the search has ended, the top K distinct
 configurations and the baseline (trial 0: the space's first point) run again on the same seeds 1..N, so
 seed effects cancel in their differences, and the confirmed leaderboard says which beat the baseline
-beyond noise (sweep.confirm_report).
+beyond noise (sweep.report.confirm_report).
 
-The seeds run as Tune trials on whole nodes like the search's (sweep.seed_grid), in the Tune experiment
+The seeds run as Tune trials on whole nodes like the search's (sweep.orchestration.seed_grid), in the Tune experiment
 `<results-dir>/<name>-confirm`. In MLflow the confirmation is a parent run of role `confirm` nested under
 the sweep's parent run, with one child run per (configuration, seed): trial number `c * N + i` runs
 configuration c (0 = the baseline) on seed i + 1. Its runs are not the sweep's trials, so the search

@@ -164,8 +164,8 @@ def resume_command(plan: SweepPlan) -> str:
 
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_given: bool = True) -> int:
     """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
-    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: sweep.interrupt),
-    2 if it stopped because the trainer rejects input every trial gets (sweep.rejection)."""
+    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: sweep.orchestration.interrupt),
+    2 if it stopped because the trainer rejects input every trial gets (sweep.orchestration.rejection)."""
     quiet_environment()
     space = plan.space()
     interrupts = Interrupts()

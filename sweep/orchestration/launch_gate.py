@@ -1,6 +1,6 @@
 """When a sweep stops launching trials (`--stop-at`, `--budget-gpu-hours`), and the GPU-hours it spent.
 
-The searcher asks the gate before each new trial (sweep.search: `suggest` returns Tune's
+The searcher asks the gate before each new trial (sweep.orchestration.search: `suggest` returns Tune's
 `Searcher.FINISHED` once the gate is closed); trials already running finish normally. The gate reads the
 sweep's child runs, the one record that survives a driver restart, so a resumed sweep counts the trials of
 every driver:

@@ -1,10 +1,10 @@
 """The live view of a running sweep, instead of Ray's tables: a summary line whenever the picture changes,
-and each running trial's step, losses, step time and time left (sweep.live_text says the words).
+and each running trial's step, losses, step time and time left (sweep.report.live_text says the words).
 
 On a terminal the running trials are a table that `rich` redraws in place under the summary lines; any
 other output (CI, `ray job logs`, a pipe) gets the summary and one line per running trial, every
 `SWEEP_PROGRESS_EVERY` seconds and whenever a trial starts or ends. The trials' numbers come from the
-progress board (sweep.progress).
+progress board (sweep.trial.progress).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A trainer that rejects its input (exit code 2) and what the sweep does about it (README, "What a trial runs").
 
-Input the trainer rejects is rejected again on a retry, so such a trial is never retried (sweep.child_run
+Input the trainer rejects is rejected again on a retry, so such a trial is never retried (sweep.stores.child_run
 finds the rejection of the first attempt). When the message names input that every trial gets (a fixed
 key, such as a `data.path` on the workers' disks that `sweep run` could not check from where it runs, or a
 `trainer.env` entry), every other trial would fail the same way: `StopOnRejectedInput` ends the sweep after

@@ -13,7 +13,7 @@
   no duplicates and no trial stuck RUNNING. A trial that was running when the driver stopped keeps the
   intermediate values it reported before; Optuna hands out `Trial` objects only from `ask`, so the values
   it reports after the restart reach Tune's scheduler but not the study.
-- With a launch gate (sweep.launch_gate: `--stop-at`, `--budget-gpu-hours`), `suggest` asks it before
+- With a launch gate (sweep.orchestration.launch_gate: `--stop-at`, `--budget-gpu-hours`), `suggest` asks it before
   each new trial and answers `Searcher.FINISHED` once it is closed: Tune starts no more trials and lets
   the running ones finish.
 """

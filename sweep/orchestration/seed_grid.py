@@ -4,7 +4,7 @@ confirmation (`sweep run --confirm`).
 
 Each trial's number (its key in the list) names its run directory and finds its MLflow child run, so a
 restarted experiment, or a new one after a driver died before Tune saved anything, finds the runs that
-already finished and gets their results back instead of training again (sweep.child_run).
+already finished and gets their results back instead of training again (sweep.stores.child_run).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 One place starts Ray, puts a trial on its bundle and builds the Tune experiment's run settings, so a
 verification's seeds run exactly as a sweep's trials do: same quiet logs, same retries, no Tune
-checkpoints (a trial's state is its MLflow child run: sweep.child_run), the live view as the only output.
+checkpoints (a trial's state is its MLflow child run: sweep.stores.child_run), the live view as the only output.
 """
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def quiet_environment() -> None:
 
 
 def start_ray(address: str = "") -> bool:
-    """Connect to the cluster at `address`, or start a local instance (on 127.0.0.1: sweep.local_ray);
+    """Connect to the cluster at `address`, or start a local instance (on 127.0.0.1: sweep.orchestration.local_ray);
     returns whether this call started Ray. The trials' workers get the MLflow password, if there is one,
-    in their environment (sweep.credentials).
+    in their environment (sweep.stores.credentials).
 
     `ray.init` installs a SIGTERM handler of its own that exits with status 15; the caller's handler is put
     back afterwards, and a SIGTERM during `ray.init` is an interrupt like any other (README, "Signals")."""

@@ -1,6 +1,6 @@
 """The confirmed leaderboard of a sweep (`sweep run --confirm`): per configuration the mean and std over the
 paired seeds, the 95% t-interval of the mean, the paired difference to the baseline and its one-sided
-p-value (`scipy.stats.ttest_rel`, sweep.stats.paired_test), and the verdict at p < 0.01; the winner only
+p-value (`scipy.stats.ttest_rel`, sweep.report.stats.paired_test), and the verdict at p < 0.01; the winner only
 when it is significant, and otherwise what difference the seeds could have detected. No Ray, no MLflow.
 """
 from __future__ import annotations

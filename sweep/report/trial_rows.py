@@ -4,7 +4,7 @@ best trial, `sweep list`'s counts.
 
 The child runs are the one record every command reads, so a resumed sweep's leaderboard holds the trials
 of all its drivers, and a trial stopped before it could write its run has one (the driver writes it:
-sweep.child_run.record_ended).
+sweep.stores.child_run.record_ended).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def read_rows(mlflow_client, experiment_id: str, parent_run_id: str, keys: list[
 
 
 def sweep_rows(plan) -> list[TrialRow]:
-    """The rows of the sweep `plan` (a sweep.plan.SweepPlan), ranked."""
+    """The rows of the sweep `plan` (a sweep.inputs.plan.SweepPlan), ranked."""
     client = tracking.client(plan.mlflow_uri)
     experiment = client.get_experiment_by_name(plan.experiment)
     if experiment is None:

@@ -25,7 +25,7 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
 
 
 def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """The storage at `url` (its password, if any, supplied by sweep.credentials), opened under the store
+    """The storage at `url` (its password, if any, supplied by sweep.stores.credentials), opened under the store
     lock so that a fresh sqlite file gets its tables from one process at a time."""
     url = credentials.storage_url(url)
     with lock.first_open(url):

@@ -50,7 +50,7 @@ STEP_METRICS = STEP_FIELDS
 FP8_PREFIX = "fp8."  # the trainer's `fp8` event fields (scales in effect, range figures) as metrics fp8.<field>
 FINAL_METRICS = ("final_val_loss", "final_val_bpb", "wallclock_s", "artifact_bytes", "roundtrip_val_bpb",
                  "gpu_hours")
-WALLCLOCK_METRIC = "wallclock_s"        # a trial's wall time, launch to result (sweep.child_run)
+WALLCLOCK_METRIC = "wallclock_s"        # a trial's wall time, launch to result (sweep.stores.child_run)
 OBJECTIVE_METRIC = "objective"           # the value handed to Optuna (penalties included)
 BEST_METRIC = "best_objective"           # on the parent run
 ARTIFACTS = (LOG_FILE, CONFIG_FILE, EVENTS_FILE)

@@ -1,4 +1,4 @@
-"""A trial's command under `sweep.supervisor`, so that the whole tree it starts dies with the trial.
+"""A trial's command under `sweep.trial.supervisor`, so that the whole tree it starts dies with the trial.
 
 Ray kills only a trial's worker process, and torchrun's ranks run in sessions of their own, so neither Ray
 nor a process-group kill reaches them. The supervisor holds the tree (it is a child subreaper) and ends it

@@ -1,14 +1,14 @@
 """One trial: launch the trainer on the trial's node, follow its events, report to Tune, record in MLflow.
 
 The trainer is `torchrun --standalone --nproc_per_node=N -m trainer --preset P --run-dir DIR key=value...`
-or another program (sweep.trainer_spec) with the run directory in `$SWEEP_RUN_DIR`: `CMD key=value...` in
+or another program (sweep.inputs.trainer_spec) with the run directory in `$SWEEP_RUN_DIR`: `CMD key=value...` in
 args mode, or `CMD` with every key an environment variable in env mode, where the trial also sets `RUN_ID`
 (its name) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
 then retries it per `FailureConfig`, but the retry of a trainer that rejected its input, exit code 2, ends
-at once with the same error: sweep.rejection). Whatever ends the trial (done, stopped by the scheduler,
-failed, the worker killed), every process the trainer started is ended with it (sweep.supervisor).
+at once with the same error: sweep.orchestration.rejection). Whatever ends the trial (done, stopped by the scheduler,
+failed, the worker killed), every process the trainer started is ended with it (sweep.trial.supervisor).
 """
 from __future__ import annotations
 

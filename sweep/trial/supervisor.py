@@ -1,4 +1,4 @@
-"""`python -m sweep.supervisor PARENT_PID -- CMD...`: run a trial's command so that nothing it starts outlives it.
+"""`python -m sweep.trial.supervisor PARENT_PID -- CMD...`: run a trial's command so that nothing it starts outlives it.
 
 Killing the command's process group is not enough: torchrun starts each rank in a session of its own, and
 a trial's worker that is SIGKILLed (with the driver, by Ray, with its node) runs no cleanup code at all.
@@ -144,7 +144,7 @@ def _exit_like(code: int) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m sweep.supervisor PARENT_PID -- CMD...", file=sys.stderr)
+        print("usage: python -m sweep.trial.supervisor PARENT_PID -- CMD...", file=sys.stderr)
         return 2
     parent, cmd = int(argv[0]), argv[2:]
     _prctl(PR_SET_CHILD_SUBREAPER, 1)

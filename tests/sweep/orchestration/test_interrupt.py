@@ -1,4 +1,4 @@
-"""The driver's signal handling (sweep.interrupt) on this process's own signals: SIGINT and SIGTERM the same
+"""The driver's signal handling (sweep.orchestration.interrupt) on this process's own signals: SIGINT and SIGTERM the same
 way, held back while the sweep's records are written, handed to Tune's own handler while Tune runs."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Store passwords outside the URLs the sweep keeps (sweep.credentials): taken out of a URL or read from
+"""Store passwords outside the URLs the sweep keeps (sweep.stores.credentials): taken out of a URL or read from
 the environment, and handed to the connections that need them."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Processes that open a fresh sqlite store at the same moment: one creates (MLflow: migrates) it, the
-others wait for the lock and open it complete (sweep.store_lock)."""
+others wait for the lock and open it complete (sweep.stores.lock)."""
 from __future__ import annotations
 
 import os
