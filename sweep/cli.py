@@ -48,7 +48,7 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # SIGINT and SIGTERM end a command the same way (README, "Signals"): SIGTERM not with Python's abrupt
+    # SIGINT and SIGTERM end a command the same way (docs/running.md, "Signals"): SIGTERM not with Python's abrupt
     # default, SIGINT even when the shell started us with it ignored (a background job).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)

@@ -1,6 +1,6 @@
 """Import finished (or cut-off) training logs into MLflow: one run per log, beside a sweep's trials.
 
-Reads modded-nanogpt record logs, parameter-golf logs and our own train.log (sweep.logparse) and writes
+Reads modded-nanogpt record logs, parameter-golf logs and our own train.log (sweep.runlog.logparse) and writes
 the same metric names the trials use, so upstream records can be compared with sweep results in one
 MLflow experiment. `--sweep NAME` imports into that sweep's store and experiment and tags each run with
 the sweep's name, which is how `sweep compare NAME` finds its reference curves; `--experiment NAME`
