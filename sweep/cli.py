@@ -21,19 +21,26 @@ COMMANDS = {
     "import-logs": "sweep.commands.import_logs",
 }
 EXIT_BAD_INPUT = 2
+DESCRIPTION = "Hyperparameter sweeps of record-style GPT training on Ray Tune, Optuna and MLflow."
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sweep", description="Hyperparameter sweeps of record-style GPT training "
-                                                          "on Ray Tune, Optuna and MLflow.")
+    p = argparse.ArgumentParser(prog="sweep", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        sp = sub.add_parser(name, help=module.HELP, description=module.__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(sp)
-        sp.set_defaults(handler=module.main)
+    for name in COMMANDS:
+        add_command(sub, name)
     return p
+
+
+def add_command(sub, name: str) -> argparse.ArgumentParser:
+    """The parser of `sweep NAME`, added to `sub`, the subparsers action of a parser (`parser()`'s, or the
+    command reference's: sweep.command_reference)."""
+    module = importlib.import_module(COMMANDS[name])
+    sp = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(sp)
+    sp.set_defaults(handler=module.main)
+    return sp
 
 
 def _interrupt(signum: int, frame) -> None:
@@ -41,7 +48,7 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # SIGINT and SIGTERM end a command the same way (README, "Signals"): SIGTERM not with Python's abrupt
+    # SIGINT and SIGTERM end a command the same way (docs/running.md, "Signals"): SIGTERM not with Python's abrupt
     # default, SIGINT even when the shell started us with it ignored (a background job).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)

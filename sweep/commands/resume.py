@@ -3,7 +3,7 @@
 Tune restores its experiment state and restarts the trials that were running; the Optuna study and the
 MLflow runs are the sweep's own, so finished trials are neither run nor recorded twice. A store password
 kept out of sweep.json comes from SWEEP_STORAGE_PASSWORD / SWEEP_MLFLOW_PASSWORD, or from the drivers'
-own files (~/.pgpass, ~/.mlflow/credentials): README, "Passwords".
+own files (~/.pgpass, ~/.mlflow/credentials): docs/cluster.md, "Passwords".
 """
 from __future__ import annotations
 

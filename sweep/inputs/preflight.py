@@ -1,4 +1,4 @@
-"""Checks of the stores and the data, made by `sweep run` before it writes anything or starts Ray (README,
+"""Checks of the stores and the data, made by `sweep run` before it writes anything or starts Ray (docs/running.md,
 "Exit codes"). Each problem is an InputError naming the flag (exit code 2), and none of them writes: a
 sqlite store that does not exist yet is checked by its folder, not created.
 """

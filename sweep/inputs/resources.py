@@ -1,7 +1,7 @@
 """What one trial holds (GPUs, torchrun processes, CPUs), the one rule that fills in what a command's flags
 leave out, and how many trials fit on the cluster at once. `sweep run` and `sweep verify` both use it.
 
-A trial is one placement-group bundle on one node (README, "Running on a cluster"): a GPU trial runs one
+A trial is one placement-group bundle on one node (docs/cluster.md, "A trial is one whole node"): a GPU trial runs one
 process per GPU, a CPU trial one process unless told more, and each process gets a CPU by default.
 """
 from __future__ import annotations

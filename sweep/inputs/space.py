@@ -1,4 +1,4 @@
-"""Search space files (README, "Search space files"): loading, and every check made before a node is reserved.
+"""Search space files (docs/spaces.md, "Search space files"): loading, and every check made before a node is reserved.
 
 ```yaml
 name: fp8_scales

@@ -10,7 +10,7 @@ trainer:
 No command means the built-in trainer, which takes `key=value` arguments. `script_of` finds the Python file
 a command runs (`FILE.py`, `python FILE`, `python -m torch.distributed.run ... FILE`, `torchrun ... FILE`),
 resolved from the folder the trial runs in, so its source can be checked for the keys a sweep sets
-(README, "Sweeping your own train_gpt.py").
+(docs/spaces.md, "Another program: args and env mode").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM in the driver: both end it the same way, at any point (README, "Signals").
+"""SIGINT and SIGTERM in the driver: both end it the same way, at any point (docs/running.md, "Signals").
 
 Outside the sections below a signal raises KeyboardInterrupt, which the driver turns into exit code 1.
 - `deferred()`: the signal waits until the block is done (the records a resume needs are written whole).
@@ -15,7 +15,7 @@ import signal
 from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-EXIT_INTERRUPTED = 1   # the exit code of an interrupted command (README, "Exit codes")
+EXIT_INTERRUPTED = 1   # the exit code of an interrupted command (docs/running.md, "Exit codes")
 
 
 class Interrupts:

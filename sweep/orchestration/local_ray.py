@@ -1,4 +1,4 @@
-"""The local Ray instance of a sweep without `--address` listens on 127.0.0.1 only (README, "Ports").
+"""The local Ray instance of a sweep without `--address` listens on 127.0.0.1 only (docs/cluster.md, "Ports").
 
 Ray binds its gRPC servers to 127.0.0.1 only when the node's address is the loopback address; otherwise to
 every interface. `ray.init(_node_ip_address="127.0.0.1")` does not get there: Ray 2.60 turns a loopback

@@ -1,4 +1,5 @@
-"""A trainer that rejects its input (exit code 2) and what the sweep does about it (README, "What a trial runs").
+"""A trainer that rejects its input (exit code 2) and what the sweep does about it (docs/spaces.md, "What a
+trial runs").
 
 Input the trainer rejects is rejected again on a retry, so such a trial is never retried (sweep.stores.child_run
 finds the rejection of the first attempt). When the message names input that every trial gets (a fixed

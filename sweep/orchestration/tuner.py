@@ -44,7 +44,7 @@ def start_ray(address: str = "") -> bool:
     in their environment (sweep.stores.credentials).
 
     `ray.init` installs a SIGTERM handler of its own that exits with status 15; the caller's handler is put
-    back afterwards, and a SIGTERM during `ray.init` is an interrupt like any other (README, "Signals")."""
+    back afterwards, and a SIGTERM during `ray.init` is an interrupt like any other (docs/running.md, "Signals")."""
     if ray.is_initialized():
         return False
     common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)

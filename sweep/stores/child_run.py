@@ -51,7 +51,7 @@ def trial_label(number: int) -> str:
 
 
 def identity_tags(parent_run_id: str, number: int, sweep: str) -> dict[str, str]:
-    """The tags that make a run the child run of trial `number` of a sweep (README, "MLflow layout")."""
+    """The tags that make a run the child run of trial `number` of a sweep (docs/records.md, "MLflow layout")."""
     return {tracking.PARENT_RUN_TAG: parent_run_id, tracking.TAG_ROLE: tracking.TRIAL_ROLE,
             tracking.TAG_TRIAL_NUMBER: str(number), tracking.TAG_SWEEP: sweep}
 
@@ -71,7 +71,8 @@ def record_ended(mlflow_client, experiment_id: str, parent_run_id: str, sweep: s
 
 
 def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int) -> dict[str, float]:
-    """The run's final numbers under their MLflow names (README, MLflow layout; plus `objective`: Optuna's value)."""
+    """The run's final numbers under their MLflow names (docs/records.md, "MLflow layout"; plus `objective`:
+    Optuna's value)."""
     values: dict[str, Any] = {f"final_{k}": v for k, v in (run.final or {}).items() if k in FINAL_FIELDS}
     for key in ("artifact_bytes", "total_bytes", "roundtrip_val_loss", "roundtrip_val_bpb"):
         if run.export and key in run.export:
@@ -86,7 +87,7 @@ class ChildRun:
     """The trial's one child run. A later attempt of the trial (a retry after a crash, a restart after a
     driver restart) reopens the same run: its params stay, its `sweep.attempt` counts up, and each
     (metric, step) pair is recorded once, so the loss curve continues from where the earlier attempt
-    stopped instead of starting a second run (README, "MLflow layout")."""
+    stopped instead of starting a second run (docs/records.md, "MLflow layout")."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str, number: int):
         self.client = tracking.client(uri)

@@ -1,4 +1,4 @@
-"""Passwords of the stores stay out of everything a sweep writes (README, "Passwords").
+"""Passwords of the stores stay out of everything a sweep writes (docs/cluster.md, "Passwords").
 
 A password may come in the URL (`--storage postgresql+psycopg2://sweep:PASSWORD@host/optuna`) or, with a
 URL that has none, from `SWEEP_STORAGE_PASSWORD` / `SWEEP_MLFLOW_PASSWORD`. The sweep keeps and writes only

@@ -1,4 +1,4 @@
-"""One process at a time opens a sqlite store for the first time (README, "Files").
+"""One process at a time opens a sqlite store for the first time (docs/records.md, "Files").
 
 MLflow creates and migrates a fresh sqlite database when a process first opens it, and Optuna creates its
 tables; two sweeps started together on a fresh folder would do both at once and leave a half-migrated

@@ -1,4 +1,4 @@
-"""MLflow layout of a sweep (README, "MLflow layout"): the names every part of the service reads and writes.
+"""MLflow layout of a sweep (docs/records.md, "MLflow layout"): the names every part of the service reads and writes.
 
 Experiment = the space name (or `--name`); one parent run per sweep, one child run per trial. A child
 run is identified by its parent run and the Optuna trial number (tag `sweep.trial_number`), not by the

@@ -4,7 +4,7 @@ Ray kills only a trial's worker process, and torchrun's ranks run in sessions of
 nor a process-group kill reaches them. The supervisor holds the tree (it is a child subreaper) and ends it
 when the command exits, when the trial stops it, and when the trial's worker dies (parent-death signal).
 The supervisor itself runs in a session of its own, so a Ctrl-C in the driver's terminal reaches the
-trainer only through the driver's orderly stop (README, "Signals").
+trainer only through the driver's orderly stop (docs/running.md, "Signals").
 """
 from __future__ import annotations
 

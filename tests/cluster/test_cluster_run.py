@@ -1,4 +1,4 @@
-"""The cluster path of the README on one machine: a real `mlflow server` on 127.0.0.1 (sqlite runs, a local
+"""The cluster path of docs/cluster.md on one machine: a real `mlflow server` on 127.0.0.1 (sqlite runs, a local
 artifact folder), a real `ray start --head` whose dashboard listens on 127.0.0.1, and a sweep submitted to
 it with `ray job submit` that reads its stores from an env file with the names cluster.yaml writes. The
 sweep's runs and artifacts reach MLflow over HTTP only, and its Tune state goes to a `file://` results URI
@@ -156,7 +156,7 @@ def test_sweep_submitted_as_a_ray_job_lands_in_the_mlflow_server(mlflow_server, 
         "name": "quality", "metric": "val_loss", "mode": "min", "preset": "tiny",
         "params": {"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
         "points_to_evaluate": [{"fake.quality": 0.0}, {"fake.quality": 1.0}]}))
-    # The names of the env file cluster.yaml writes on the head, sourced as README's `ray job submit` does.
+    # The names of the env file cluster.yaml writes on the head, sourced as docs/cluster.md's `ray job submit` does.
     env_file = tmp_path / "gpt-sweep.env"
     env_file.write_text(f"export SWEEP_MLFLOW_URI={server_uri}\n"
                         f"export SWEEP_STORAGE=sqlite:///{tmp_path}/optuna.db\n"
@@ -208,7 +208,7 @@ def test_sweep_submitted_as_a_ray_job_lands_in_the_mlflow_server(mlflow_server, 
         assert sorted(p.name for p in plan.run_root.iterdir()) == ["trial_0000", "trial_0001", "trial_0002"]
         assert plan.run_root.parent == node_local
 
-        # README's next step: compare the sweep from its results URI, over HTTP.
+        # docs/cluster.md's next step: compare the sweep from its results URI, over HTTP.
         assert sweep_main(["compare", name, "--results-dir", results, "--out", str(tmp_path / "cmp")]) == 0
         assert (tmp_path / "cmp" / "trials.txt").read_text().startswith(f"sweep {name}: 3 trials")
         assert {a.path for a in client.list_artifacts(parent.info.run_id, "compare")} >= {"compare/trials.txt"}
