@@ -15,7 +15,8 @@ with `seed_scores`), a log belonging to a seed by the seed in its file name (`tr
 against each log's score and against the mean over the seeds' logs. A value agrees when the log's number
 rounds to it at the precision the submission wrote it with (1.0661 agrees with 1.06610085).
 
-Prints one line per record (agree / DISAGREE / unchecked, with what was compared) and the counts.
+Prints one line per record (agree / DISAGREE / unchecked), under it what did not agree or could not be
+checked (with --verbose also what agreed), and the counts.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class LogScore:
 class Verdict:
     record: str
     state: str = "unchecked"   # agree | disagree | unchecked
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # what did not agree, or could not be checked
+    agreements: list[str] = field(default_factory=list)  # what agreed (printed with --verbose)
     checks: int = 0
     agreed: int = 0
 
@@ -141,7 +143,7 @@ def check_seeds(verdict: Verdict, seeds: dict[str, dict[str, float]], logs: list
         hit = next((log for log in mine if matches(claim, log.score)), None)
         if hit is not None:
             verdict.agreed += 1
-            verdict.notes.append(f"seed {seed}: {hit.label} agrees ({hit.name})")
+            verdict.agreements.append(f"seed {seed}: {hit.label} agrees ({hit.name})")
         else:
             others = elsewhere(claim, [log for log in logs if log.seed != seed])
             verdict.notes.append(f"seed {seed}: claims {claim}; " + "; ".join([*(shown(log, claim) for log in mine),
@@ -153,7 +155,7 @@ def check_top_level(verdict: Verdict, claim: dict[str, float], logs: list[LogSco
     hit = next((log for log in logs if matches(claim, log.score)), None)
     if hit is not None:
         verdict.agreed += 1
-        verdict.notes.append(f"{hit.label} agrees ({hit.name})")
+        verdict.agreements.append(f"{hit.label} agrees ({hit.name})")
         return
     one_per_seed = {log.seed or log.name: log for log in logs if log.score is not None}
     means = {f: fmean(getattr(log.score, f) for log in one_per_seed.values()) for f in claim
@@ -161,7 +163,7 @@ def check_top_level(verdict: Verdict, claim: dict[str, float], logs: list[LogSco
     if len(one_per_seed) > 1 and len(means) == len(claim) and all(agrees(v, means[f]) for f, v in claim.items()):
         verdict.agreed += 1
         labels = sorted({log.label for log in one_per_seed.values()})
-        verdict.notes.append(f"mean of {len(one_per_seed)} seeds' {', '.join(labels)} agrees")
+        verdict.agreements.append(f"mean of {len(one_per_seed)} seeds' {', '.join(labels)} agrees")
         return
     verdict.notes.append(f"claims {claim}" + (f" (mean of the logs: {means})" if len(one_per_seed) > 1 else "")
                          + "; " + "; ".join(shown(log, claim) for log in logs))
@@ -214,9 +216,8 @@ def main() -> int:
     verdicts = check(read_source(args.source), args.track)
     for v in verdicts:
         print(f"{v.state.upper() if v.state == 'disagree' else v.state:9} {v.record}")
-        if args.verbose or v.state != "agree":
-            for note in v.notes:
-                print(f"          {note}")
+        for note in [*(v.agreements if args.verbose else []), *v.notes]:
+            print(f"          {note}")
     counts = {s: sum(v.state == s for v in verdicts) for s in ("agree", "disagree", "unchecked")}
     checked = counts["agree"] + counts["disagree"]
     print(f"\n{counts['agree']} of {checked} checked records agree ({counts['disagree']} disagree, "

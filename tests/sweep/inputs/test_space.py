@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from paths import SPACES
+from paths import LOGS, SPACES
 
 from sweep.errors import InputError
 from sweep.inputs.overrides import format_override, parse_set
 from sweep.inputs.space import check_with_trainer, load_space, parse_space
+from sweep.runlog.logparse import parse_log
 from trainer.config import load_config
 
 GOOD = {
@@ -52,6 +53,18 @@ def test_shipped_spaces_pass_every_check_with_their_preset(name):
     space = load_space(SPACES / f"{name}.yaml")
     assert space.name == name
     check_with_trainer(space, space.preset)
+
+
+def test_the_frontier_golf_space_starts_at_the_record_and_is_scored_as_the_record_is():
+    space = load_space(SPACES / "golf_frontier.yaml").with_trainer()
+    assert space.trainer.env_mode and space.trainer.command.endswith(" train_gpt.py")
+    assert list(space.params) == ["WARMDOWN_FRAC", "MATRIX_LR", "MIN_LR"]
+    # The record's log (an excerpt of its seed-42 log) says what it ran with and what it was scored by.
+    record = parse_log((LOGS / "golf_quantized_ttt_phased.txt").read_text())
+    first = space.points_to_evaluate[0]
+    assert first == {key: float(record.hyperparameters[key.lower()]) for key in space.params}
+    assert space.objective.evaluation == (record.score_label, "val_bpb")
+    assert all(p.contains(first[key]) for key, p in space.params.items())
 
 
 def test_fp8_space_starts_at_the_pr175_scales_and_runs_on_the_tiny_preset():
