@@ -349,8 +349,9 @@ def check_with_trainer(space: SearchSpace, preset: str, world_size: int | None =
             raise InputError(f"{space.source}: {what}", f"the trainer ({preset} preset) rejects it: {e}") from None
     if space.objective.from_export and not cfg.export.enabled:
         raise InputError(f"{space.source}: metric", f"{space.metric} needs export.enabled: true")
-    printed = get_scheme(cfg.export.scheme).eval_label
-    if space.objective.evaluation and space.objective.evaluation[0] != printed:
-        raise InputError(f"{space.source}: metric", f"the trainer ({preset} preset, export.scheme "
-                                                    f"{cfg.export.scheme}) prints one evaluation after training, "
-                                                    f"{printed}: eval.{space.objective.evaluation[0]} never comes")
+    if space.objective.evaluation:
+        label, printed = space.objective.evaluation[0], get_scheme(cfg.export.scheme).eval_label
+        if label != printed:
+            raise InputError(f"{space.source}: metric", f"the trainer ({preset} preset, export.scheme "
+                                                        f"{cfg.export.scheme}) prints one evaluation after "
+                                                        f"training, {printed}: eval.{label} never comes")

@@ -108,9 +108,9 @@ def leaderboard(rows: list[TrialRow], objective: Objective, noise_std: float | N
     the trials that tie with the best within the noise floor (NOISE_FLOOR_STDS x the std) are marked `~`,
     and a line says how many there are."""
     keys = list(rows[0].params) if rows else []
-    header, cells = [objective.metric, "from", *keys, "wallclock_s"], (
-        lambda r: [fmt(r.objective), r.objective_from or "-", *(fmt(r.params.get(k)) for k in keys),
-                      fmt(r.wallclock_s)])
+    header = [objective.metric, "from", *keys, "wallclock_s"]
+    cells = lambda r: [fmt(r.objective), r.objective_from or "-", *(fmt(r.params.get(k)) for k in keys),
+                       fmt(r.wallclock_s)]
     if noise_std is None:
         return ranked_table(rows, objective, header, cells)
     floor = NOISE_FLOOR_STDS * noise_std
