@@ -46,7 +46,7 @@ def to_bpb(loss: float) -> float:
 
 
 def score_bpb(hp: dict) -> float:
-    """What the run's last final_* line (the sliding-window evaluation) reports, to 8 decimals."""
+    """What the `final_int6_sliding_window` line, the last of EVAL_SHAPE=final, reports, to 8 decimals."""
     return round(to_bpb(val_loss(hp, hp["iterations"]) - 0.03), 8)
 
 

@@ -75,7 +75,7 @@ def test_each_trial_gets_the_loss_its_own_values_imply(env_sweep, stores):
         hp = hyperparameters(run.data.params)  # what the stand-in reads from that environment
         expected = score_bpb(hp)
         metrics = run.data.metrics
-        # The score is the last final_* line (the sliding window), at its _exact precision.
+        # The score is the last evaluation (the sliding window), at its _exact precision.
         assert metrics["objective"] == metrics["roundtrip_val_bpb"] == pytest.approx(expected, abs=1e-9)
         assert metrics["final_val_loss"] == pytest.approx(val_loss(hp, 20), abs=5e-5)
         assert trials[number].value == metrics["objective"]

@@ -48,7 +48,7 @@ EXPECTED = {
         source=PARAMETER_GOLF, complete=True, n_train=4, n_val=3, total_steps=20000, last_step=7201,
         final_val_loss=1.9748, final_val_bpb=1.1696, wallclock_s=600.036, stopped_early=True,
         artifact_bytes=15482082, code_bytes=63056, total_bytes=15545138,
-        # The record's score: its last final_* line (the sliding window), not the plain round trip before it.
+        # The record's score: its last evaluation (the sliding window), not the plain round trip before it.
         roundtrip_val_loss=1.94822966, roundtrip_val_bpb=1.15385454, score_label="final_int6_sliding_window"),
     "parameter_golf_2026.txt": dict(
         source=PARAMETER_GOLF, complete=True, n_train=4, n_val=3, total_steps=20000, last_step=5048,
