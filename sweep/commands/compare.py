@@ -44,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def table(rows: list[TrialRow], plan: SweepPlan) -> str:
     keys = list(plan.space().params)
-    return ranked_table(rows, plan.space().objective, ["objective", *keys, *COLUMNS, "latest val_loss"],
-                        lambda r: [fmt(r.objective), *(fmt(r.params.get(k)) for k in keys),
+    return ranked_table(rows, plan.space().objective, ["objective", "from", *keys, *COLUMNS, "latest val_loss"],
+                        lambda r: [fmt(r.objective), r.objective_from or "-", *(fmt(r.params.get(k)) for k in keys),
                                    *(fmt(r.metrics.get(c)) for c in COLUMNS), fmt(r.metrics.get("val_loss"))])
 
 

@@ -188,8 +188,9 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         # An env-mode sweep's keys, and its seed, reach the script as environment variables (SEED) again.
         trainer = TrainerSpec(sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd,
                               space.trainer.params, space.trainer.env)
-        # Another program's score is the sweep's own objective: a round-trip one means it exports.
-        exports = bool(config.get("export.enabled", space.metric.startswith("roundtrip_")))
+        # Another program's score is the sweep's own objective: one read from its evaluations after
+        # training (roundtrip_val_bpb, eval.<label>.*) means it exports.
+        exports = bool(config.get("export.enabled", space.objective.from_export))
         base = sweep.name
     if trainer.seed_key in sets:
         raise InputError("--set", f"{trainer.seed_key} is what verify varies (seeds 0..N-1); it cannot be fixed")

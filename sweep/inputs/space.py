@@ -2,7 +2,7 @@
 
 ```yaml
 name: fp8_scales
-metric: val_loss          # objective.METRICS
+metric: val_loss          # objective.METRICS, or eval.<label>.val_bpb / .val_loss (sweep.inputs.objective)
 mode: min
 preset: speedrun          # optional with a trainer command
 trainer:                  # optional, another program (sweep.inputs.trainer_spec)
@@ -39,10 +39,11 @@ import optuna.distributions as d
 import yaml
 
 from sweep.errors import InputError
-from sweep.inputs.objective import METRICS, MODES, Objective
+from sweep.inputs.objective import MODES, Objective, check_metric
 from sweep.inputs.overrides import check_env_name, check_key, format_overrides
 from sweep.inputs.trainer_spec import TrainerSpec, parse_trainer_block
 from trainer.config import ConfigError, flatten, load_config, preset_names
+from trainer.export.schemes import get_scheme
 
 TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "points_to_evaluate", "target",
             "diverged_value", "confirm")
@@ -233,6 +234,25 @@ def _confirm_block(value: Any, source: str) -> dict[str, int]:
     return block
 
 
+def _objective(data: dict, source: str) -> Objective:
+    metric = data.get("metric")
+    check_metric(metric, f"{source}: metric")
+    mode = data.get("mode", "min")
+    if mode not in MODES:
+        raise InputError(f"{source}: mode", f"must be min or max, got {mode!r}")
+    target = data.get("target")
+    if metric == "time_to_target":
+        if target is None:
+            raise InputError(f"{source}: target", "metric time_to_target needs a target val_loss")
+        target = _number(target, f"{source}: target")
+    elif target is not None:
+        raise InputError(f"{source}: target", "only used with metric time_to_target")
+    diverged = data.get("diverged_value")
+    if diverged is not None:
+        diverged = _number(diverged, f"{source}: diverged_value")
+    return Objective(metric, mode, target, diverged)
+
+
 def _mapping(data: dict, key: str, where: str) -> dict:
     value = data.get(key) or {}
     if not isinstance(value, dict):
@@ -254,22 +274,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
     name = data.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
         raise InputError(f"{source}: name", f"must be a name of letters, digits, '-', '_' or '.', got {name!r}")
-    metric = data.get("metric")
-    if metric not in METRICS:
-        raise InputError(f"{source}: metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
-    mode = data.get("mode", "min")
-    if mode not in MODES:
-        raise InputError(f"{source}: mode", f"must be min or max, got {mode!r}")
-    target = data.get("target")
-    if metric == "time_to_target":
-        if target is None:
-            raise InputError(f"{source}: target", "metric time_to_target needs a target val_loss")
-        target = _number(target, f"{source}: target")
-    elif target is not None:
-        raise InputError(f"{source}: target", "only used with metric time_to_target")
-    diverged = data.get("diverged_value")
-    if diverged is not None:
-        diverged = _number(diverged, f"{source}: diverged_value")
+    objective = _objective(data, source)
     preset = data.get("preset") or ""
     if preset and preset not in preset_names():
         raise InputError(f"{source}: preset", f"unknown preset {preset!r} (known: {', '.join(preset_names())})")
@@ -308,7 +313,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
         missing = [k for k in params if k not in point]
         if missing:
             raise InputError(where, f"gives no value for {', '.join(missing)}")
-    return SearchSpace(name=name, objective=Objective(metric, mode, target, diverged), preset=preset,
+    return SearchSpace(name=name, objective=objective, preset=preset,
                        params=params, fixed=dict(fixed), points_to_evaluate=[dict(p) for p in points],
                        trainer=trainer, confirm=_confirm_block(data.get("confirm"), source), source=source,
                        text=text)
@@ -342,5 +347,11 @@ def check_with_trainer(space: SearchSpace, preset: str, world_size: int | None =
             cfg = load_config(preset, overrides=space.overrides(values), world_size=world_size)
         except ConfigError as e:
             raise InputError(f"{space.source}: {what}", f"the trainer ({preset} preset) rejects it: {e}") from None
-    if space.metric == "roundtrip_val_bpb" and not cfg.export.enabled:
-        raise InputError(f"{space.source}: metric", "roundtrip_val_bpb needs export.enabled: true")
+    if space.objective.from_export and not cfg.export.enabled:
+        raise InputError(f"{space.source}: metric", f"{space.metric} needs export.enabled: true")
+    if space.objective.evaluation:
+        label, printed = space.objective.evaluation[0], get_scheme(cfg.export.scheme).eval_label
+        if label != printed:
+            raise InputError(f"{space.source}: metric", f"the trainer ({preset} preset, export.scheme "
+                                                        f"{cfg.export.scheme}) prints one evaluation after "
+                                                        f"training, {printed}: eval.{label} never comes")

@@ -30,6 +30,7 @@ class TrialRow:
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     name: str = ""
+    objective_from: str = ""        # which evaluation the objective came from (tracking.TAG_OBJECTIVE_FROM)
 
     @property
     def wallclock_s(self) -> float | None:
@@ -53,7 +54,8 @@ def from_run(run, keys: list[str]) -> TrialRow:
         number=int(tags[tracking.TAG_TRIAL_NUMBER]), run_id=run.info.run_id, name=run.info.run_name,
         status=RUNNING if live else tags.get(tracking.TAG_STATUS, run.info.status.lower()),
         objective=None if live else metrics.get(tracking.OBJECTIVE_METRIC),
-        params={k: param_value(run.data.params.get(k)) for k in keys}, metrics=dict(metrics))
+        params={k: param_value(run.data.params.get(k)) for k in keys}, metrics=dict(metrics),
+        objective_from="" if live else tags.get(tracking.TAG_OBJECTIVE_FROM, ""))
 
 
 def read_rows(mlflow_client, experiment_id: str, parent_run_id: str, keys: list[str]) -> list[TrialRow]:
@@ -102,11 +104,13 @@ def within_noise(rows: list[TrialRow], objective: Objective, floor: float) -> se
 
 def leaderboard(rows: list[TrialRow], objective: Objective, noise_std: float | None = None,
                 noise_source: str = "") -> str:
-    """The ranked table; with a seed-noise estimate, the trials that tie with the best within the noise floor
-    (NOISE_FLOOR_STDS x the std) are marked `~`, and a line says how many there are."""
+    """The ranked table, with the evaluation each objective came from (`from`); with a seed-noise estimate,
+    the trials that tie with the best within the noise floor (NOISE_FLOOR_STDS x the std) are marked `~`,
+    and a line says how many there are."""
     keys = list(rows[0].params) if rows else []
-    header, cells = [objective.metric, *keys, "wallclock_s"], (
-        lambda r: [fmt(r.objective), *(fmt(r.params.get(k)) for k in keys), fmt(r.wallclock_s)])
+    header = [objective.metric, "from", *keys, "wallclock_s"]
+    cells = lambda r: [fmt(r.objective), r.objective_from or "-", *(fmt(r.params.get(k)) for k in keys),
+                       fmt(r.wallclock_s)]
     if noise_std is None:
         return ranked_table(rows, objective, header, cells)
     floor = NOISE_FLOOR_STDS * noise_std

@@ -79,3 +79,15 @@ class RunState:
     @property
     def status(self) -> str | None:
         return None if self.final is None else str(self.final.get("status", "ok"))
+
+    @property
+    def evaluations(self) -> dict[str, dict[str, Any]]:
+        """Every evaluation the run made after training, by label, in order: the export event's `evals`
+        (a program's log lines, sweep.runlog.logparse.LiveLog), or for an export event without them (the
+        built-in trainer's, which evaluates once) its score under `score_label`."""
+        export = self.export or {}
+        if isinstance(export.get("evals"), dict):
+            return export["evals"]
+        if "score_label" in export:
+            return {export["score_label"]: {k: export.get(f"roundtrip_{k}") for k in ("val_loss", "val_bpb")}}
+        return {}

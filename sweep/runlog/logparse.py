@@ -17,8 +17,15 @@ Log files may start with the full training script and `nvidia-smi` output; every
 the start of a line and needs literal numbers, so the f-strings in that source never match.
 
 The number a parameter-golf record is scored by (`roundtrip_val_loss` / `roundtrip_val_bpb` here, the
-golf objective of a sweep) is the last `final_*` evaluation that carries `val_bpb`, its `_exact` line
-when it has one; logs with no `final_*` evaluation fall back to the last `quantized` one.
+golf objective of a sweep; `score_label` names the evaluation it came from) is the last evaluation after
+training of the model as submitted, its `_exact` line when it has one: the quantized round trip
+(`final_int8_zlib_roundtrip`, `final_int6_roundtrip`, `quantized`) and after it any sliding-window or
+test-time-training evaluation (`final_int6_sliding_window`, `quantized_sliding_window`, `legal_ttt`,
+`quantized_ttt_phased`, ...), whichever the script printed last. Never a diagnostic: labels that start
+with `diagnostic` (`DIAGNOSTIC post_ema`, `diagnostic quantized`) or `pre-quantization` (the unquantized
+model). A line that repeats the score's exact numbers under another label (records since 2026-03-22
+reprint it as `final_int8_zlib_roundtrip_exact` for the baseline's tooling) is no new evaluation: the
+score keeps its label. docs/golf_score.md has the rule checked against every upstream record.
 
 `LogFold` classifies each line and folds it, one at a time, into a `ParsedLog`.
 `parse_log` folds a whole file (for `sweep import-logs`), `LiveLog` the output of a running command (for
@@ -77,6 +84,7 @@ class ParsedLog:
     total_bytes: int | None = None
     roundtrip_val_loss: float | None = None
     roundtrip_val_bpb: float | None = None
+    score_label: str | None = None       # the evaluation roundtrip_val_* came from (see the module docstring)
     # Every post-training evaluation by label (`_exact` folded into its label), in log order.
     evals: dict[str, EvalResult] = field(default_factory=dict)
     peak_mem_mib: float | None = None
@@ -233,7 +241,13 @@ def _classify(text: str) -> dict[str, Any] | None:
 
 _HPARAM_HEADER = re.compile(r"^Hyperparameters:\s*$")
 _HPARAM_LINE = re.compile(r"^\s+([A-Za-z_]\w*):\s*(.*?)\s*$")
-_FALLBACK_SCORES = ("quantized", "diagnostic_quantized")
+# Evaluations that are not of the submitted model: diagnostics, and the unquantized model before export.
+_DIAGNOSTIC = re.compile(r"^(?:diagnostic|pre[-_]?quant)")
+
+
+def is_diagnostic(label: str) -> bool:
+    """Whether the evaluation `label` (as LogFold names it) is a diagnostic, never a record's score."""
+    return bool(_DIAGNOSTIC.match(label))
 
 
 class LogFold:
@@ -254,8 +268,7 @@ class LogFold:
         self.sizes: list[tuple[str, str | None, int]] = []
         self.evals: dict[str, EvalResult] = {}
         self.exact_labels: set[str] = set()
-        self.score: tuple[str, EvalResult] | None = None       # (label, result) of the last final_* line
-        self.fallback_score: EvalResult | None = None
+        self.score: tuple[str, EvalResult] | None = None   # (label, result): the record's score so far
         self.stop: dict | None = None
         self.untie_step: int | None = None
         self.peak: float | None = None
@@ -311,10 +324,11 @@ class LogFold:
             self.exact_labels.add(label)
         result = EvalResult(ev["val_loss"], ev["val_bpb"])
         self.evals[label] = result
-        if label.startswith("final_") and result.val_bpb is not None:
-            self.score = (label, result)
-        elif "roundtrip" in label or label in _FALLBACK_SCORES:
-            self.fallback_score = result
+        if is_diagnostic(label):
+            return
+        if self.score is not None and self.score[0] != label and self.score[1] == result:
+            return  # the score reprinted under another label
+        self.score = (label, result)
 
     def _fold(self, ev: dict) -> None:
         kind = ev["event"]
@@ -352,9 +366,8 @@ class LogFold:
         out.stopped_early = self.stop is not None and self.stop["reason"] != "diverged"
         out.diverged = self.stop is not None and self.stop["reason"] == "diverged"
         out.artifact_bytes, out.code_bytes, out.total_bytes = _sizes(self.sizes)
-        score = self.score[1] if self.score is not None else self.fallback_score
-        if score is not None:
-            out.roundtrip_val_loss, out.roundtrip_val_bpb = score
+        if self.score is not None:
+            out.score_label, (out.roundtrip_val_loss, out.roundtrip_val_bpb) = self.score
         ended, closing = _training_end(self)
         if closing is not None:
             out.final_val_loss, out.final_val_bpb = closing.val_loss, closing.val_bpb
@@ -400,8 +413,7 @@ def _summary_present(source: str, fold: LogFold) -> bool:
     if source == PARAMETER_GOLF:
         return bool(fold.evals)
     if source == GPT_SWEEP:
-        scored = fold.score is not None or fold.fallback_score is not None
-        return fold.peak is not None and (scored or not exported)
+        return fold.peak is not None and (fold.score is not None or not exported)
     return True
 
 
@@ -415,7 +427,8 @@ def parse_log(text: str) -> ParsedLog:
 
 # --- a running command's output -------------------------------------------------------------------------
 
-_EXPORT_FIELDS = ("artifact_bytes", "code_bytes", "total_bytes", "roundtrip_val_loss", "roundtrip_val_bpb")
+_EXPORT_FIELDS = ("artifact_bytes", "code_bytes", "total_bytes", "roundtrip_val_loss", "roundtrip_val_bpb",
+                  "score_label")
 
 
 def _present(event: dict[str, Any]) -> dict[str, Any]:
@@ -428,10 +441,11 @@ class LiveLog:
     programs that print reference log lines instead of writing `events.jsonl`.
 
     `train` and `val` events come as their lines arrive. When the command has exited cleanly, `finish`
-    folds the whole output as `parse_log` would: an `export` event with the artifact sizes and the score
-    (see the module docstring), and the `final` event, which is the last validation, with status
-    `diverged` when its loss is not finite (or the log says so), `wallclock_cap` when training stopped
-    early, else `ok`.
+    folds the whole output as `parse_log` would: an `export` event with the artifact sizes, the score
+    (see the module docstring), the label it came from (`score_label`) and every evaluation printed after
+    training (`evals`: label -> {val_loss, val_bpb}); then the `final` event, which is the last
+    validation, with status `diverged` when its loss is not finite (or the log says so), `wallclock_cap`
+    when training stopped early, else `ok`.
     """
 
     def __init__(self) -> None:
@@ -451,6 +465,8 @@ class LiveLog:
         now = time.time()
         events = []
         export = _present({k: getattr(log, k) for k in _EXPORT_FIELDS})
+        if log.evals:
+            export["evals"] = {label: _present(result._asdict()) for label, result in log.evals.items()}
         if export:
             events.append({"event": "export", "time": now, **export})
         last = log.val[-1]

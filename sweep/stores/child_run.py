@@ -19,6 +19,7 @@ from trainer.protocol import EXIT_BAD_INPUT, FINAL_FIELDS, FP8, TRAIN, VAL
 
 OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run directory
 RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
+NO_EVALUATIONS = "none"     # TAG_EVAL_LABELS of a trial that printed no evaluation after training
 
 
 UNFINISHED = ("RUNNING", "SCHEDULED")
@@ -68,6 +69,13 @@ def record_ended(mlflow_client, experiment_id: str, parent_run_id: str, sweep: s
         runs = [run]
     for run in runs:
         end_run(mlflow_client, run, status, "FAILED" if status == "failed" else "KILLED", error=error)
+
+
+def result_tags(objective_from: str, run: RunState) -> dict[str, str]:
+    """Where the trial's objective came from, and every evaluation it printed after training (so a trial
+    that never printed the space's `eval.<label>` shows what it printed instead)."""
+    return {tracking.TAG_OBJECTIVE_FROM: objective_from,
+            tracking.TAG_EVAL_LABELS: ", ".join(run.evaluations) or NO_EVALUATIONS}
 
 
 def final_metrics(run: RunState, objective: float, wallclock_s: float, gpus: int) -> dict[str, float]:
@@ -132,7 +140,8 @@ class ChildRun:
             self.run_id = run.info.run_id
             tags[tracking.TAG_ATTEMPT] = str(int(run.data.tags.get(tracking.TAG_ATTEMPT, "1")) + 1)
             self.client.update_run(self.run_id, status="RUNNING")
-            for stale in (tracking.TAG_STATUS, tracking.TAG_ERROR, tracking.TAG_EXIT_CODE):
+            for stale in (tracking.TAG_STATUS, tracking.TAG_ERROR, tracking.TAG_EXIT_CODE, tracking.TAG_OBJECTIVE_FROM,
+                          tracking.TAG_EVAL_LABELS):
                 if stale in run.data.tags:
                     self.client.delete_tag(self.run_id, stale)
             params = {k: v for k, v in params.items() if k not in run.data.params}
@@ -169,8 +178,9 @@ class ChildRun:
                 self.client.log_artifact(self.run_id, str(path), artifact_dir)
         self.client.set_terminated(self.run_id, mlflow_status)
 
-    def finish(self, status: str, metrics: dict[str, float], run_dir: Path, step: int) -> None:
-        self._close(status, "FINISHED", run_dir, metrics, step=step)
+    def finish(self, status: str, metrics: dict[str, float], run_dir: Path, step: int,
+               tags: dict[str, str] | None = None) -> None:
+        self._close(status, "FINISHED", run_dir, metrics, step=step, extra_tags=tags)
 
     def fail(self, error: str, run_dir: Path, exit_code: int | None) -> None:
         tags = {} if exit_code is None else {tracking.TAG_EXIT_CODE: str(exit_code)}

@@ -39,6 +39,9 @@ TAG_ATTEMPT = "sweep.attempt"
 TAG_STATUS = "sweep.status"              # ok | diverged | wallclock_cap | pruned | failed | stopped
 TAG_ERROR = "sweep.error"                # the tail of the log of a failed trial
 TAG_EXIT_CODE = "sweep.exit_code"        # the trainer's exit code, on a failed trial
+TAG_OBJECTIVE_FROM = "sweep.objective_from"  # where a finished trial's objective came from: an evaluation's
+                                             # label, `final`, or `penalty: <why>` (sweep.inputs.objective)
+TAG_EVAL_LABELS = "sweep.eval_labels"    # the evaluations a finished trial printed after training, in order
 TAG_GPUS = "sweep.gpus_per_trial"
 TAG_NPROC = "sweep.nproc_per_trial"
 TAG_NODE = "sweep.node_id"               # the Ray node the trial ran on

@@ -30,7 +30,7 @@ from sweep.inputs.trainer_spec import SEED_ENV, TrainerSpec
 from sweep.runlog.events import EventTail, LineTail, RunState
 from sweep.runlog.logparse import LiveLog
 from sweep.stores import tracking
-from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, trial_label
+from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, result_tags, trial_label
 from sweep.stores.credentials import SECRET_ENV
 from sweep.trial.process import SupervisedProcess, package_pythonpath
 from sweep.trial.progress import TrialProgress
@@ -248,10 +248,11 @@ def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_d
             closed = True
             child.fail(message, run_dir, rc)
             raise TrialFailed(message)
-        value = objective.final(run)
-        metrics = final_metrics(run, value, wallclock_s, settings.gpus)
+        judged = objective.judge(run)
+        metrics = final_metrics(run, judged.value, wallclock_s, settings.gpus)
         closed = True
-        child.finish(run.status, metrics, run_dir, step=int(run.final.get("step") or 0))
+        child.finish(run.status, metrics, run_dir, step=int(run.final.get("step") or 0),
+                     tags=result_tags(judged.source, run))
         tune.report(final_result(metrics, run.status, number))
     finally:
         proc.kill()

@@ -4,7 +4,10 @@ parameter-golf's log line shapes, some behind torchrun's `[default0]:` prefix, a
 logs/<RUN_ID>.txt under its working folder. No torch, no sleeping: a run takes a fraction of a second.
 
 Its losses follow from its hyperparameters (`val_loss`, `score_bpb`), so a test can tell which values a
-run really read.
+run really read. `EVAL_SHAPE` picks the evaluations printed after training: `final` (default) the 2026-03
+records' `final_int6_roundtrip` and `final_int6_sliding_window`; `quantized` the frontier records' since
+2026-04: the diagnostics `pre-quantization post-ema` and `diagnostic quantized`, then, unless
+`TTT_ENABLED=0`, the score `quantized_ttt_phased` (`ttt_bpb`).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ def hyperparameters(env: Mapping[str, str] = os.environ) -> dict:
         "warmdown_iters": int(env.get("WARMDOWN_ITERS", 1200)),
         "matrix_lr": float(env.get("MATRIX_LR", 0.04)),
         "tie_embeddings": bool(int(env.get("TIE_EMBEDDINGS", "1"))),
+        "eval_shape": env.get("EVAL_SHAPE", "final"),
+        "ttt_enabled": bool(int(env.get("TTT_ENABLED", "1"))),
     }
 
 
@@ -41,8 +46,30 @@ def to_bpb(loss: float) -> float:
 
 
 def score_bpb(hp: dict) -> float:
-    """What the run's last final_* line (the sliding-window evaluation) reports, to 8 decimals."""
+    """What the `final_int6_sliding_window` line, the last of EVAL_SHAPE=final, reports, to 8 decimals."""
     return round(to_bpb(val_loss(hp, hp["iterations"]) - 0.03), 8)
+
+
+def ttt_bpb(hp: dict) -> float:
+    """What the `quantized_ttt_phased` line reports, to 8 decimals."""
+    return round(to_bpb(val_loss(hp, hp["iterations"]) - 0.05), 8)
+
+
+def evaluations(hp: dict) -> list[str]:
+    """The evaluation lines printed after training."""
+    final = val_loss(hp, hp["iterations"])
+    if hp["eval_shape"] == "quantized":
+        lines = [f"diagnostic pre-quantization post-ema val_loss:{final - 0.01:.8f} "
+                 f"val_bpb:{to_bpb(final - 0.01):.8f} eval_time:6ms",
+                 f"diagnostic quantized val_loss:{final + 0.02:.8f} val_bpb:{to_bpb(final + 0.02):.8f} eval_time:9ms"]
+        if hp["ttt_enabled"]:
+            lines.append(f"quantized_ttt_phased val_loss:{final - 0.05:.8f} val_bpb:{ttt_bpb(hp):.8f} eval_time:40ms")
+        return lines
+    return [f"final_int6_roundtrip val_loss:{final + 0.01:.4f} val_bpb:{to_bpb(final + 0.01):.4f} eval_time:12ms",
+            f"final_int6_roundtrip_exact val_loss:{final + 0.01:.8f} val_bpb:{to_bpb(final + 0.01):.8f}",
+            f"final_int6_sliding_window val_loss:{final - 0.03:.4f} val_bpb:{to_bpb(final - 0.03):.4f} stride:64 "
+            f"eval_time:20ms",
+            f"final_int6_sliding_window_exact val_loss:{final - 0.03:.8f} val_bpb:{score_bpb(hp):.8f}"]
 
 
 def main() -> int:
@@ -75,12 +102,8 @@ def main() -> int:
     log(f"Serialized model int6+zstd: {model_bytes} bytes")
     log("Code size: 4321 bytes")
     log(f"Total submission size int6+zstd: {model_bytes + 4321} bytes")
-    final = val_loss(hp, total)
-    log(f"final_int6_roundtrip val_loss:{final + 0.01:.4f} val_bpb:{to_bpb(final + 0.01):.4f} eval_time:12ms")
-    log(f"final_int6_roundtrip_exact val_loss:{final + 0.01:.8f} val_bpb:{to_bpb(final + 0.01):.8f}", prefixed=True)
-    log(f"final_int6_sliding_window val_loss:{final - 0.03:.4f} val_bpb:{to_bpb(final - 0.03):.4f} stride:64 "
-        f"eval_time:20ms", prefixed=True)
-    log(f"final_int6_sliding_window_exact val_loss:{final - 0.03:.8f} val_bpb:{score_bpb(hp):.8f}")
+    for i, line in enumerate(evaluations(hp)):
+        log(line, prefixed=i % 2 == 1)
     out.close()
     return 0
 

@@ -46,7 +46,7 @@ def reference_lines(info: ArtifactInfo, sizes: SizeReport, val_loss: float, val_
     `final_int6_zstd_roundtrip_exact val_loss:... val_bpb:...`."""
     scheme = get_scheme(info.scheme)
     counts = " ".join(f"{k}:{v}" for k, v in sorted(info.tensor_counts.items()))
-    tag = f"final_{scheme.name}_roundtrip"
+    tag = scheme.eval_label
     bpb4 = f" val_bpb:{val_bpb:.4f}" if val_bpb is not None else ""
     bpb8 = f" val_bpb:{val_bpb:.8f}" if val_bpb is not None else ""
     return [
@@ -67,7 +67,8 @@ def export_and_evaluate(model: GPT, cfg: Config, run_dir: str | Path, evaluate: 
 the trained model), and return the `export` event fields:
 
     artifact (file name), scheme, embed, artifact_bytes, payload_bytes, code_bytes, total_bytes, max_bytes,
-    fits, roundtrip_val_loss, roundtrip_val_bpb, compress_seconds, load_seconds, eval_time_ms, and `step`
+    fits, roundtrip_val_loss, roundtrip_val_bpb, score_label (the evaluation's label in the log, e.g.
+    `final_int6_zstd_roundtrip`), compress_seconds, load_seconds, eval_time_ms, and `step`
     when given (an empty dict on ranks other than 0).
 
     Call it on every rank (the evaluation is collective); rank 0 writes the file. When `log` is given, the
@@ -105,6 +106,7 @@ the trained model), and return the `export` event fields:
     fields: dict[str, Any] = {} if step is None else {"step": step}
     fields.update(artifact=path.name, scheme=info.scheme, embed=info.embed, payload_bytes=info.payload_bytes,
                   **sizes.fields(), roundtrip_val_loss=result.loss, roundtrip_val_bpb=result.bpb,
+                  score_label=get_scheme(info.scheme).eval_label,
                   compress_seconds=info.compress_seconds, load_seconds=load_seconds, eval_time_ms=eval_ms)
     if log is not None:
         for line in reference_lines(info, sizes, result.loss, result.bpb, eval_ms):

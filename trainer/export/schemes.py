@@ -39,6 +39,11 @@ class ExportScheme:
         """The reference log spelling, e.g. `int6+zstd`."""
         return f"{self.matrix_format.name.split('_')[0]}+{self.codec}"
 
+    @property
+    def eval_label(self) -> str:
+        """The label of the artifact's round-trip evaluation in the log, e.g. `final_int6_zstd_roundtrip`."""
+        return f"final_{self.name}_roundtrip"
+
 
 SCHEMES = {
     "int6_zstd": ExportScheme("int6_zstd", INT6, clip="search", codec="zstd", level=22),

@@ -57,8 +57,9 @@ def test_compare_table_matches_mlflow_and_writes_plots(finished_sweep, capsys):
         run = by_number[int(row[1])]
         objective = float(row[3])
         assert objective == pytest.approx(run.data.metrics[tracking.OBJECTIVE_METRIC], rel=1e-5)
-        assert float(row[4]) == pytest.approx(float(run.data.params["fp8.x_s"]), rel=1e-5)
-        assert float(row[7]) == pytest.approx(run.data.metrics["final_val_loss"], rel=1e-5)
+        assert row[4] == run.data.tags[tracking.TAG_OBJECTIVE_FROM] == "final"   # val_loss: the final event's
+        assert float(row[5]) == pytest.approx(float(run.data.params["fp8.x_s"]), rel=1e-5)
+        assert float(row[8]) == pytest.approx(run.data.metrics["final_val_loss"], rel=1e-5)
         objectives.append(objective)
     assert objectives == sorted(objectives)           # ranked, best first
     assert "parameter importance: fp8." in printed

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from golf_standin import hyperparameters, score_bpb, val_loss
+from golf_standin import hyperparameters, score_bpb, ttt_bpb, val_loss
 from paths import SUPPORT
 from sweeping import study, sweep_run_in, sweep_runs
 
@@ -75,7 +75,7 @@ def test_each_trial_gets_the_loss_its_own_values_imply(env_sweep, stores):
         hp = hyperparameters(run.data.params)  # what the stand-in reads from that environment
         expected = score_bpb(hp)
         metrics = run.data.metrics
-        # The score is the last final_* line (the sliding window), at its _exact precision.
+        # The score is the last evaluation (the sliding window), at its _exact precision.
         assert metrics["objective"] == metrics["roundtrip_val_bpb"] == pytest.approx(expected, abs=1e-9)
         assert metrics["final_val_loss"] == pytest.approx(val_loss(hp, 20), abs=5e-5)
         assert trials[number].value == metrics["objective"]
@@ -180,6 +180,54 @@ def test_verify_reruns_an_env_mode_sweeps_best_trial_with_SEED(env_sweep, stores
         # The sweep judged round-trip scores, so the claim tests the round-trip loss.
         assert sweep_parent[0].data.tags["sweep.verify.loss"] == "roundtrip_val_loss"
         assert run.data.metrics["roundtrip_val_loss"] == pytest.approx(best.data.metrics["roundtrip_val_loss"])
+
+
+@pytest.mark.slow
+def test_a_trial_that_never_prints_the_named_evaluation_gets_the_penalty(ray_local, stores, tmp_path, capsys):
+    from sweep.commands.compare import table
+    from sweep.report.trial_rows import sweep_rows
+
+    # The frontier records' shape: two diagnostics, then the score, which trial 1 (TTT off) never prints.
+    space = standin_folder(tmp_path, name="envgolfeval", metric="eval.quantized_ttt_phased.val_bpb",
+                           params={"MATRIX_LR": SPACE["params"]["MATRIX_LR"],
+                                   "TTT_ENABLED": {"type": "categorical", "choices": [True, False]}},
+                           fixed={**SPACE["fixed"], "EVAL_SHAPE": "quantized"},
+                           points_to_evaluate=[{"MATRIX_LR": 0.05, "TTT_ENABLED": True},
+                                               {"MATRIX_LR": 0.05, "TTT_ENABLED": False}])
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rc = sweep_main(["run", "--space", str(space), "--trials", "2", "--name", "envgolfeval",
+                         "--mlflow-uri", stores["mlflow"], "--storage", stores["optuna"]])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    _, _, children = sweep_runs(stores, "envgolfeval")
+    scored, silent = children[0], children[1]
+    expected = ttt_bpb(hyperparameters(scored.data.params))
+    assert scored.data.metrics["objective"] == pytest.approx(expected, abs=1e-9)
+    assert scored.data.metrics["roundtrip_val_bpb"] == scored.data.metrics["objective"]
+    diagnostics = "diagnostic_pre-quantization_post-ema, diagnostic_quantized"
+    assert scored.data.tags[tracking.TAG_OBJECTIVE_FROM] == "quantized_ttt_phased"
+    assert scored.data.tags[tracking.TAG_EVAL_LABELS] == f"{diagnostics}, quantized_ttt_phased"
+    # Trial 1 finished (a result, not a crash) but printed only diagnostics: the penalty, and what it printed.
+    assert silent.info.status == "FINISHED" and silent.data.tags[tracking.TAG_STATUS] == "ok"
+    assert silent.data.metrics["objective"] == 1.0e6
+    assert "roundtrip_val_bpb" not in silent.data.metrics   # a diagnostic is never the record's score
+    assert silent.data.tags[tracking.TAG_OBJECTIVE_FROM] == "penalty: quantized_ttt_phased not printed"
+    assert silent.data.tags[tracking.TAG_EVAL_LABELS] == diagnostics
+    assert {t.number: t.value for t in study(stores, "envgolfeval").trials} == {
+        0: scored.data.metrics["objective"], 1: 1.0e6}
+    # The leaderboard and `sweep compare` say where each objective came from.
+    board = printed[printed.index("rank"):].splitlines()
+    assert board[0].split()[:5] == ["rank", "trial", "status", "eval.quantized_ttt_phased.val_bpb", "from"]
+    assert board[1].split()[1] == "0" and "quantized_ttt_phased" in board[1].split()
+    assert board[2].split()[1] == "1" and "penalty: quantized_ttt_phased not printed" in board[2]
+    plan = load_plan(tmp_path / "runs", "envgolfeval")
+    compared = table(sweep_rows(plan), plan).splitlines()
+    assert compared[0].split()[3:5] == ["objective", "from"]
+    assert "penalty: quantized_ttt_phased not printed" in compared[2]
 
 
 TORCHRUN_STANDIN = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=1 golf_standin.py"

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from paths import SPACES
+from paths import LOGS, SPACES
 
 from sweep.errors import InputError
 from sweep.inputs.overrides import format_override, parse_set
 from sweep.inputs.space import check_with_trainer, load_space, parse_space
+from sweep.runlog.logparse import parse_log
 from trainer.config import load_config
 
 GOOD = {
@@ -52,6 +53,18 @@ def test_shipped_spaces_pass_every_check_with_their_preset(name):
     space = load_space(SPACES / f"{name}.yaml")
     assert space.name == name
     check_with_trainer(space, space.preset)
+
+
+def test_the_frontier_golf_space_starts_at_the_record_and_is_scored_as_the_record_is():
+    space = load_space(SPACES / "golf_frontier.yaml").with_trainer()
+    assert space.trainer.env_mode and space.trainer.command.endswith(" train_gpt.py")
+    assert list(space.params) == ["WARMDOWN_FRAC", "MATRIX_LR", "MIN_LR"]
+    # The record's log (an excerpt of its seed-42 log) says what it ran with and what it was scored by.
+    record = parse_log((LOGS / "golf_quantized_ttt_phased.txt").read_text())
+    first = space.points_to_evaluate[0]
+    assert first == {key: float(record.hyperparameters[key.lower()]) for key in space.params}
+    assert space.objective.evaluation == (record.score_label, "val_bpb")
+    assert all(p.contains(first[key]) for key, p in space.params.items())
 
 
 def test_fp8_space_starts_at_the_pr175_scales_and_runs_on_the_tiny_preset():
@@ -102,6 +115,18 @@ def test_a_good_space_becomes_optuna_distributions(tmp_path):
     ({"params/fp8.x_s/low": 0.0}, "params.fp8.x_s.low", "log range must stay above 0"),
     ({"params/fp8.x_s/low": -1.0}, "params.fp8.x_s.low", "log range must stay above 0"),
     ({"metric": "accuracy"}, "metric", "unknown metric"),
+    ({"metric": "eval.quantized_ttt_phased"}, "metric", "is not eval.<label>.val_bpb or eval.<label>.val_loss"),
+    ({"metric": "eval..val_bpb"}, "metric", "is not eval.<label>.val_bpb"),
+    ({"metric": "eval.quantized_ttt_phased.val_acc"}, "metric", "is not eval.<label>.val_bpb"),
+    ({"metric": "eval.Quantized_TTT.val_bpb"}, "metric", "write eval.quantized_ttt.val_bpb"),
+    ({"metric": "eval.diagnostic quantized.val_loss"}, "metric", "write eval.diagnostic_quantized.val_loss"),
+    ({"metric": "eval.final_int6_sliding_window_exact.val_bpb"}, "metric",
+     "_exact copy folded in; write eval.final_int6_sliding_window.val_bpb"),
+    # The built-in trainer evaluates once after training: its artifact's round trip.
+    ({"metric": "eval.final_int6_zstd_roundtrip.val_bpb"}, "metric",
+     "eval.final_int6_zstd_roundtrip.val_bpb needs export.enabled: true"),
+    ({"metric": "eval.quantized_ttt_phased.val_bpb", "fixed/export.enabled": True}, "metric",
+     "prints one evaluation after training, final_int6_zstd_roundtrip: eval.quantized_ttt_phased never comes"),
     ({"mode": "lowest"}, "mode", "min or max"),
     ({"preset": "huge"}, "preset", "unknown preset"),
     ({"colour": "blue"}, "colour", "unknown field"),
@@ -184,6 +209,15 @@ def test_roundtrip_metric_needs_the_export(tmp_path):
     with pytest.raises(InputError, match="export.enabled"):
         check_with_trainer(load_space(path), "tiny")
     check_with_trainer(load_space(path).with_fixed({"export.enabled": True}), "tiny")
+
+
+@pytest.mark.parametrize("scheme, label", [("int6_zstd", "final_int6_zstd_roundtrip"),
+                                           ("int8_zlib", "final_int8_zlib_roundtrip")])
+def test_the_built_in_trainers_evaluation_can_be_named(tmp_path, scheme, label):
+    space = load_space(write(tmp_path, variant(**{"metric": f"eval.{label}.val_loss", "fixed/export.enabled": True,
+                                                  "fixed/export.scheme": scheme})))
+    assert space.objective.evaluation == (label, "val_loss") and space.objective.from_export
+    check_with_trainer(space, "tiny")
 
 
 def test_with_fixed_refuses_to_fix_a_swept_key(tmp_path):

@@ -12,6 +12,7 @@ from sweep.runlog.logparse import (
     NotATrainingLog,
     TrainPoint,
     ValPoint,
+    is_diagnostic,
     parse_log,
 )
 
@@ -47,13 +48,14 @@ EXPECTED = {
         source=PARAMETER_GOLF, complete=True, n_train=4, n_val=3, total_steps=20000, last_step=7201,
         final_val_loss=1.9748, final_val_bpb=1.1696, wallclock_s=600.036, stopped_early=True,
         artifact_bytes=15482082, code_bytes=63056, total_bytes=15545138,
-        # The record's score: its last final_* line (the sliding window), not the plain round trip before it.
-        roundtrip_val_loss=1.94822966, roundtrip_val_bpb=1.15385454),
+        # The record's score: its last evaluation (the sliding window), not the plain round trip before it.
+        roundtrip_val_loss=1.94822966, roundtrip_val_bpb=1.15385454, score_label="final_int6_sliding_window"),
     "parameter_golf_2026.txt": dict(
         source=PARAMETER_GOLF, complete=True, n_train=4, n_val=3, total_steps=20000, last_step=5048,
         final_val_loss=2.8146, final_val_bpb=1.0896, wallclock_s=588.029, stopped_early=True,
         artifact_bytes=15931272, code_bytes=41571, total_bytes=15972843,
-        roundtrip_val_loss=2.84337910, roundtrip_val_bpb=1.10076066,
+        # The last evaluation (test-time training), never the `diagnostic quantized` one before it.
+        roundtrip_val_loss=2.79583345, roundtrip_val_bpb=1.08235425, score_label="quantized_ttt",
         last_train=TrainPoint(4000, 20000, 2.8961, 8.0 * 60_000, None)),
     "gpt_sweep_train.log": dict(
         source=GPT_SWEEP, complete=True, n_train=5, n_val=3, total_steps=1200, last_step=1037,
@@ -239,28 +241,91 @@ def test_a_live_trial_reads_a_log_as_import_logs_does(name, prefix):
         [(log.artifact_bytes, log.roundtrip_val_bpb)] if log.artifact_bytes or log.roundtrip_val_bpb else [])
 
 
-@pytest.mark.parametrize("tail, score", [
-    # The last final_* line with val_bpb scores the record; its _exact line wins over the rounded one.
+# Trimmed excerpts of upstream record logs, one per evaluation shape, each with the score its record
+# claims for that seed (submission.json): the rule must read exactly that evaluation.
+RECORD_SCORES = {
+    "parameter_golf_int8.txt": ("final_int8_zlib_roundtrip", 2.07269931, 1.22436570),
+    "golf_final_ttt_lora.txt": ("final_ttt_lora", 2.0153, 1.1935),
+    "golf_final_sliding_window_eval.txt": ("final_sliding_window_eval", 1.95110428, 1.15555486),
+    "parameter_golf_int6_sliding.txt": ("final_int6_sliding_window", 1.94822966, 1.15385454),
+    "golf_legal_ttt.txt": ("legal_ttt", 1.88976776, 1.11922988),
+    "golf_quantized_sliding_window.txt": ("quantized_sliding_window", 2.80691494, 1.08664424),
+    "golf_legal_ttt_exact.txt": ("legal_ttt", 2.79517119, 1.08209788),
+    "golf_quantized_ttt_lora.txt": ("quantized_ttt_lora", 2.77059090, 1.07258208),
+    "golf_quantized_ttt_phased.txt": ("quantized_ttt_phased", 2.31944212, 1.05989454),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORD_SCORES))
+def test_the_golf_score_is_the_last_evaluation_of_the_submitted_model(name):
+    label, loss, bpb = RECORD_SCORES[name]
+    text = (LOGS / name).read_text()
+    log = parse_log(text)
+    assert (log.score_label, log.roundtrip_val_loss, log.roundtrip_val_bpb) == (label, loss, bpb)
+    live = LiveLog()
+    for line in text.splitlines():
+        live.feed(line)
+    export = live.finish()[0]
+    assert export["event"] == "export"
+    assert (export["score_label"], export["roundtrip_val_loss"], export["roundtrip_val_bpb"]) == (label, loss, bpb)
+    # Every evaluation printed after training is in the export event, diagnostics included.
+    assert export["evals"] == {k: {"val_loss": v.val_loss, "val_bpb": v.val_bpb} for k, v in log.evals.items()}
+    assert export["evals"][label] == {"val_loss": loss, "val_bpb": bpb}
+
+
+def test_diagnostics_are_never_the_score():
+    log = parse_log((LOGS / "golf_quantized_ttt_phased.txt").read_text())
+    # The example: the 2026-04-27 record's seed 42 is scored 1.05989454, not its diagnostic 1.07254.
+    assert log.evals["diagnostic_quantized"] == (2.34727563, 1.07254371)
+    assert log.evals["diagnostic_pre-quantization_post-ema"] == (2.32848665, 1.06395844)
+    assert [is_diagnostic(label) for label in log.evals] == [True, True, False]
+    legal = parse_log((LOGS / "golf_legal_ttt.txt").read_text())
+    assert is_diagnostic("diagnostic_post_ema") and "diagnostic_post_ema" in legal.evals
+    assert is_diagnostic("pre-quantization_post-ema") and not is_diagnostic("quantized")
+    # A run that stopped before its first evaluation of the submitted model has no score.
+    head = "step:10/10 val_loss:2.1000 val_bpb:1.3000 train_time:1ms step_avg:0.10ms\n"
+    cut = parse_log(head + "diagnostic pre-quantization post-ema val_loss:2.3 val_bpb:1.06 eval_time:1ms\n"
+                           "diagnostic quantized val_loss:2.34 val_bpb:1.07 eval_time:1ms\n")
+    assert (cut.score_label, cut.roundtrip_val_loss, cut.roundtrip_val_bpb) == (None, None, None)
+
+
+def test_an_evaluation_only_log_has_a_score_but_is_no_training_log():
+    # A record's re-evaluation of its saved artifact (2026-04-23, ttt_pr1767/seed_42.log): no step lines.
+    fold = LogFold()
+    for line in (LOGS / "golf_ttt_eval_only.txt").read_text().splitlines():
+        fold.feed(line)
+    assert fold.score == ("quantized_ttt_phased", (2.32843161, 1.06400238))
+    with pytest.raises(NotATrainingLog):
+        fold.parsed()
+
+
+@pytest.mark.parametrize("tail, label, score", [
+    # Its _exact line wins over the rounded one, in either order.
     (["final_int6_roundtrip val_loss:2.0 val_bpb:1.2000", "final_int6_roundtrip_exact val_loss:2.0 val_bpb:1.20001234",
       "final_int6_sliding_window val_loss:1.9 val_bpb:1.1500 stride:64 eval_time:9ms",
-      "final_int6_sliding_window_exact val_loss:1.9 val_bpb:1.15004321"], 1.15004321),
+      "final_int6_sliding_window_exact val_loss:1.9 val_bpb:1.15004321"], "final_int6_sliding_window", 1.15004321),
     (["final_sliding_window_eval_exact stride:64 val_loss:1.9 val_bpb:1.16301431",
-      "final_sliding_window_eval stride:64 val_loss:1.9 val_bpb:1.1630 eval_time:9ms"], 1.16301431),
-    # Later records repeat the score under the baseline's label; a later label without _exact still wins.
+      "final_sliding_window_eval stride:64 val_loss:1.9 val_bpb:1.1630 eval_time:9ms"],
+     "final_sliding_window_eval", 1.16301431),
+    # Records since 2026-03-22 reprint the score under the baseline's label: the score keeps its own.
     (["final_int6_sliding_window_exact val_loss:1.9 val_bpb:1.12278022",
-      "final_int8_zlib_roundtrip_exact val_loss:1.9 val_bpb:1.12278022"], 1.12278022),
+      "final_int8_zlib_roundtrip_exact val_loss:1.9 val_bpb:1.12278022"], "final_int6_sliding_window", 1.12278022),
+    # A later evaluation wins even without an _exact line.
     (["final_int8_zlib_roundtrip_exact val_loss:2.07 val_bpb:1.22837129",
-      "final_ttt_lora val_loss:2.0153 val_bpb:1.1935 eval_time:72361ms"], 1.1935),
+      "final_ttt_lora val_loss:2.0153 val_bpb:1.1935 eval_time:72361ms"], "final_ttt_lora", 1.1935),
     (["final_int8_zlib_roundtrip_exact sliding val_loss:2.02 sliding val_bpb:1.19709881",
-      "final_eval_mode:sliding_window stride:64 batch_seqs:32"], 1.19709881),
-    # Without final_* lines (2026 records): the quantized evaluation.
+      "final_eval_mode:sliding_window stride:64 batch_seqs:32"], "final_int8_zlib_roundtrip_sliding", 1.19709881),
     (["diagnostic quantized val_loss:2.84 val_bpb:1.10076066 eval_time:1ms",
-      "quantized_ttt val_loss:2.79 val_bpb:1.08235425 eval_time:1ms"], 1.10076066),
+      "quantized_ttt val_loss:2.79 val_bpb:1.08235425 eval_time:1ms"], "quantized_ttt", 1.08235425),
+    (["pre-quantization post-ema val_loss:2.81 val_bpb:1.08 eval_time:1ms",
+      "quantized val_loss:2.84 val_bpb:1.10 eval_time:1ms"], "quantized", 1.10),
 ])
-def test_the_golf_score_is_the_last_final_line_with_val_bpb(tail, score):
+def test_the_golf_score_rule_line_by_line(tail, label, score):
     head = ["step:10/10 val_loss:2.1000 val_bpb:1.3000 train_time:1ms step_avg:0.10ms"]
-    assert parse_log("\n".join(head + tail)).roundtrip_val_bpb == score
+    log = parse_log("\n".join(head + tail))
+    assert (log.score_label, log.roundtrip_val_bpb) == (label, score)
     live = LiveLog()
     for line in head + tail:
         live.feed(line)
-    assert live.finish()[0]["roundtrip_val_bpb"] == score
+    export = live.finish()[0]
+    assert (export["score_label"], export["roundtrip_val_bpb"]) == (label, score)

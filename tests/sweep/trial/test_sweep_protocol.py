@@ -101,18 +101,22 @@ def _run(*events) -> RunState:
 def test_objective_values_and_penalties():
     final = {"event": "final", "step": 100, "val_loss": 3.3, "val_bpb": 1.2, "train_time_ms": 9000.0, "status": "ok"}
     ok = _run({"event": "val", "step": 50, "val_loss": 3.9, "train_time_ms": 4000.0}, final)
-    assert Objective("val_loss").final(ok) == 3.3
-    assert Objective("train_time_ms").final(ok) == 9000.0
-    assert Objective("time_to_target", target=3.5).final(ok) == 9000.0
-    assert Objective("time_to_target", target=4.0).final(ok) == 4000.0
-    assert Objective("time_to_target", target=3.0).final(ok) == DIVERGED_VALUE  # never reached
-    assert Objective("roundtrip_val_bpb").final(ok) == DIVERGED_VALUE           # no export event
+    assert Objective("val_loss").judge(ok) == (3.3, "final")
+    assert Objective("train_time_ms").judge(ok) == (9000.0, "final")
+    assert Objective("time_to_target", target=3.5).judge(ok) == (9000.0, "val")
+    assert Objective("time_to_target", target=4.0).judge(ok) == (4000.0, "val")
+    assert Objective("time_to_target", target=3.0).judge(ok) == (DIVERGED_VALUE, "penalty: target not reached")
+    assert Objective("roundtrip_val_bpb").judge(ok) == (DIVERGED_VALUE, "penalty: no score")  # no export event
     exported = _run(final, {"event": "export", "roundtrip_val_bpb": 1.25})
-    assert Objective("roundtrip_val_bpb").final(exported) == 1.25
+    assert Objective("roundtrip_val_bpb").judge(exported) == (1.25, "export")
+    named = _run(final, {"event": "export", "roundtrip_val_bpb": 1.25, "score_label": "final_int6_zstd_roundtrip"})
+    assert Objective("roundtrip_val_bpb").judge(named) == (1.25, "final_int6_zstd_roundtrip")
     diverged = _run({**final, "val_loss": None, "status": "diverged"})
-    assert Objective("val_loss").final(diverged) == DIVERGED_VALUE
-    assert Objective("val_loss", mode="max").final(diverged) == -DIVERGED_VALUE
-    assert Objective("val_loss", diverged_value=20.0).final(diverged) == 20.0
+    assert Objective("val_loss").judge(diverged) == (DIVERGED_VALUE, "penalty: diverged")
+    assert Objective("val_loss", mode="max").judge(diverged).value == -DIVERGED_VALUE
+    assert Objective("val_loss", diverged_value=20.0).judge(diverged).value == 20.0
+    assert Objective("val_bpb").judge(_run({**final, "val_bpb": math.nan})) == (DIVERGED_VALUE,
+                                                                               "penalty: no finite val_bpb")
     assert Objective("val_bpb").intermediate({"val_loss": 4.0, "val_bpb": 1.5}) == 1.5
     assert Objective("time_to_target", target=3.0).intermediate({"val_loss": 4.0}) == 4.0
     assert Objective("val_loss").intermediate({"val_loss": None}) is None
@@ -125,7 +129,7 @@ def test_leaderboard_ranks_finished_trials_first_by_the_metric():
     assert best(rows, objective).number == 2
     assert best(rows, Objective("val_loss", mode="max")).number == 0
     lines = leaderboard(rows, objective).splitlines()
-    assert lines[0].split() == ["rank", "trial", "status", "val_loss", "fp8.x_s", "wallclock_s"]
+    assert lines[0].split() == ["rank", "trial", "status", "val_loss", "from", "fp8.x_s", "wallclock_s"]
     assert [line.split()[1] for line in lines[1:]] == ["2", "0", "1", "3"]
     assert best([Row(1, "b", "pruned", None)], objective) is None
 
