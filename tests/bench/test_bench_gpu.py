@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from paths import REPO
 
 from trainer.config import load_config
@@ -10,6 +11,7 @@ from trainer.config import load_config
 BENCH = REPO / "bench" / "bench_gpu.py"
 
 
+@pytest.mark.slow
 def test_bench_gpu_harness_on_cpu():
     results = BENCH.parent / "results"
     before = set(results.glob("gpu_*.json"))

@@ -35,6 +35,8 @@ from sweep.cli import main as sweep_main
 from sweep.inputs.plan import PLAN_FILE, load_plan
 from sweep.stores import results_dir, tracking
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 MARKER_ENV = "GPT_SWEEP_TEST_PROCESS"
 # The `ray` and `mlflow` commands of this interpreter, whatever is first on PATH.
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]

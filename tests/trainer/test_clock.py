@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from paths import SUPPORT
 
 from trainer.clock import TrainingClock
+
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
 
 
 def test_clock_pauses_and_resumes():

@@ -6,6 +6,8 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from trainer.config import load_config
 from trainer.model import GPT
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 
 @pytest.fixture(scope="module")
 def models():

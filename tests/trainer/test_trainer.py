@@ -14,6 +14,8 @@ from trainer.data.generated import ensure_generated_corpus
 from trainer.data.shards import list_shards, write_shard
 from trainer.train import Trainer
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 SHORT = ["train.iterations=40", "train.val_every=20", "train.log_every=10"]
 
 

@@ -14,6 +14,8 @@ from sweep.cli import parser as sweep_parser
 from sweep.inputs.plan import load_plan
 from sweep.stores import tracking
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 SHORT = ["train.iterations=6", "train.val_every=2", "train.warmdown_iters=2", "train.log_every=1",
          "train.batch_tokens=2048", "train.micro_batches=1", "train.val_tokens=4096", "train.val_batch_tokens=4096"]
 

@@ -20,6 +20,8 @@ from sweep.report import stats
 from sweep.report.verify_claim import Claim, SeedResult, judge, make_claim, markdown
 from sweep.stores import tracking
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 FAKE = f"{sys.executable} {SUPPORT / 'fake_trainer.py'}"
 SHORT = {"train": {"iterations": 6, "val_every": 2, "warmdown_iters": 2, "log_every": 1, "batch_tokens": 2048,
                    "micro_batches": 1, "val_tokens": 4096, "val_batch_tokens": 4096},

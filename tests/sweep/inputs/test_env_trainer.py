@@ -23,6 +23,8 @@ from sweep.runlog.logparse import parse_log
 from sweep.stores import tracking
 from sweep.stores.child_run import OUTPUT_LOG
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 STANDIN = SUPPORT / "golf_standin.py"
 SWEEP_SEED = 100
 SPACE = {

@@ -24,6 +24,8 @@ from sweep.orchestration.confirm import ROLE, TAG_WINNER
 from sweep.report import stats
 from sweep.stores import tracking
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 SHORT = ["train.iterations=4", "train.val_every=2", "train.warmdown_iters=2", "train.log_every=1",
          "train.batch_tokens=2048", "train.micro_batches=1", "train.val_tokens=4096", "train.val_batch_tokens=4096"]
 PR175_X_S = 100 / 448

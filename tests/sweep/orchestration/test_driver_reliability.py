@@ -31,6 +31,8 @@ from sweep.stores import tracking
 from sweep.stores.study import create_study
 from sweep.trial.supervisor import descendants
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 TORCHRUN_FAKE_2 = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2 {FAKE}"
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 

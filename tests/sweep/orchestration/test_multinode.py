@@ -19,6 +19,8 @@ from sweep.cli import main as sweep_main
 from sweep.inputs.plan import load_plan
 from sweep.stores import tracking
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 PROBE = SUPPORT / "node_probe.py"
 NODE_GPU_IDS = ("0,1,2,3,4,5,6,7", "8,9,10,11,12,13,14,15")
 

@@ -35,6 +35,8 @@ from sweep.inputs.plan import load_plan
 from sweep.report.live_text import EVERY_ENV, MODE_ENV
 from sweep.stores import tracking
 
+pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
+
 
 def printed_best(out: str) -> tuple[int, float]:
     m = re.search(r"^best: trial (\d+) \S+=(\S+) ", out, re.M)

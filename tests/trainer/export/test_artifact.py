@@ -300,6 +300,7 @@ def tiny_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_export_event_after_a_tiny_run_with_export_on(tiny_run):
     (event,) = run_events(tiny_run, "export")
     assert EXPORT_FIELDS <= set(event)
@@ -317,6 +318,7 @@ def test_export_event_after_a_tiny_run_with_export_on(tiny_run):
     assert re.search(r"^final_int6_zstd_roundtrip_exact val_loss:\d+\.\d{8} val_bpb:\d+\.\d{8}$", log, re.M)
 
 
+@pytest.mark.slow
 def test_export_command_on_a_saved_run(tiny_run, capsys):
     from trainer.config import load_config
     from trainer.export.cli import main
@@ -336,6 +338,7 @@ def test_export_command_on_a_saved_run(tiny_run, capsys):
     assert event["roundtrip_val_loss"] == pytest.approx(final["val_loss"], abs=0.05)
 
 
+@pytest.mark.slow
 def test_a_total_over_the_limit_is_a_result_not_a_crash(tiny_run, capsys):
     from trainer.export.cli import main
     assert main([str(tiny_run), "export.max_bytes=100000"]) == 0

@@ -45,6 +45,7 @@ def _calibrate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                            *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_calibrate_prints_a_proposal_and_writes_a_space_that_sweeps(tmp_path):
     out = tmp_path / "space.yaml"
     proc = _calibrate(tmp_path, "--preset", "tiny", "--steps", "4", "--points", "2", "--out", str(out),

@@ -40,6 +40,7 @@ def reference():
     return worker.run_adam(make_torch_adamw, torch_untie)
 
 
+@pytest.mark.slow
 def test_two_ranks_match_adamw_on_the_whole_batch(ranks, reference):
     init = worker.init_params(worker.ADAM_SHAPES)
     for name, ref in reference["params"].items():
@@ -50,11 +51,13 @@ def test_two_ranks_match_adamw_on_the_whole_batch(ranks, reference):
     assert torch.equal(ranks[0]["params"]["unused"], init["unused"])
 
 
+@pytest.mark.slow
 def test_ranks_end_identical(ranks):
     for name, p in ranks[0]["params"].items():
         assert torch.equal(p, ranks[1]["params"][name]), name
 
 
+@pytest.mark.slow
 def test_reductions_start_in_hooks_only_for_synced_micro_batches(ranks):
     used_before, used_after = 3, 4  # head, vec, odd; then the untied embedding too
     per_step = [[0, 0]] + [[0, used_before]] * (worker.STEPS - 1) + [[0, used_after]] * worker.STEPS
@@ -63,6 +66,7 @@ def test_reductions_start_in_hooks_only_for_synced_micro_batches(ranks):
         assert r["pending"] == expected
 
 
+@pytest.mark.slow
 def test_untie_copies_the_gathered_adam_state(ranks, reference):
     head_state, embed_state = ranks[0]["head_state_at_untie"], ranks[0]["embed_state_at_untie"]
     assert set(head_state) == set(embed_state) == {"step", "exp_avg", "exp_avg_sq"}

@@ -87,6 +87,7 @@ def reference():
     return {k: p.detach() for k, p in params.items()}
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process(ranks, reference):
     init = worker.init_params(worker.MUON_SHAPES)
     for name, ref in reference.items():
@@ -96,17 +97,20 @@ def test_two_ranks_equal_one_process(ranks, reference):
     assert torch.equal(ranks[0]["params"]["unused"], init["unused"])
 
 
+@pytest.mark.slow
 def test_ranks_end_identical(ranks):
     for name, p in ranks[0]["params"].items():
         assert torch.equal(p, ranks[1]["params"][name]), name
 
 
+@pytest.mark.slow
 def test_work_is_dealt_round_robin(ranks):
     # Parameters with gradients, in order: tall, wide, square -> ranks 0, 1, 0. Momentum lives with the owner.
     assert ranks[0]["owned_state"] == ["square", "tall"]
     assert ranks[1]["owned_state"] == ["wide"]
 
 
+@pytest.mark.slow
 def test_reductions_start_in_hooks_only_for_synced_micro_batches(ranks):
     expected = [0, 0] + [0, 3] * (worker.STEPS - 1)
     assert ranks[0]["pending"] == ranks[1]["pending"] == expected
