@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.runlog.events import RunState
-from trainer.protocol import FINAL_FIELDS
+from trainer.protocol import DIVERGED, FINAL_FIELDS
 
 METRICS = FINAL_FIELDS + ("roundtrip_val_bpb", "time_to_target")
-MODES = ("min", "max")
+OBJECTIVE_MODES = ("min", "max")
 DIVERGED_VALUE = 1.0e6
 
 
@@ -68,7 +68,7 @@ class Objective:
 
     def final(self, run: RunState) -> float:
         """The value handed to the searcher for a run that reached its final event."""
-        if run.status == "diverged":
+        if run.status == DIVERGED:
             return self.penalty
         value = self.raw_value(run)
         return self.penalty if value is None else value

@@ -39,7 +39,7 @@ import optuna.distributions as d
 import yaml
 
 from sweep.errors import InputError
-from sweep.inputs.objective import METRICS, MODES, Objective
+from sweep.inputs.objective import METRICS, OBJECTIVE_MODES, Objective
 from sweep.inputs.overrides import check_env_name, check_key, format_overrides
 from sweep.inputs.trainer_spec import TrainerSpec, parse_trainer_block
 from trainer.config import ConfigError, flatten, load_config, preset_names
@@ -258,7 +258,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
     if metric not in METRICS:
         raise InputError(f"{source}: metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
     mode = data.get("mode", "min")
-    if mode not in MODES:
+    if mode not in OBJECTIVE_MODES:
         raise InputError(f"{source}: mode", f"must be min or max, got {mode!r}")
     target = data.get("target")
     if metric == "time_to_target":

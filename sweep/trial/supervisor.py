@@ -1,4 +1,4 @@
-"""`python -m sweep.supervisor PARENT_PID -- CMD...`: run a trial's command so that nothing it starts outlives it.
+"""`python -m sweep.trial.supervisor PARENT_PID -- CMD...`: run a trial's command so that nothing it starts outlives it.
 
 Killing the command's process group is not enough: torchrun starts each rank in a session of its own, and
 a trial's worker that is SIGKILLed (with the driver, by Ray, with its node) runs no cleanup code at all.
@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -133,7 +134,7 @@ def _start(cmd: list[str]) -> int:
     return pid
 
 
-def _exit_like(code: int) -> None:
+def _exit_like(code: int) -> NoReturn:
     """Exit with `code`, or by signal -`code` as the command did."""
     if code < 0:
         if -code != signal.SIGKILL:
@@ -143,8 +144,9 @@ def _exit_like(code: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Returns only on a usage error or a parent gone before it started; otherwise exits as the command did."""
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m sweep.supervisor PARENT_PID -- CMD...", file=sys.stderr)
+        print("usage: python -m sweep.trial.supervisor PARENT_PID -- CMD...", file=sys.stderr)
         return 2
     parent, cmd = int(argv[0]), argv[2:]
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -170,7 +172,6 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, signal.SIG_IGN)  # the tree is being ended: a second signal must not cut that short
     end_tree()
     _exit_like(code)
-    return code
 
 
 if __name__ == "__main__":
