@@ -18,7 +18,7 @@ import yaml
 from sweep.errors import InputError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")   # what an env-mode key may be
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")   # env-mode keys, trainer.env, the names a script reads
 
 
 def format_value(value: Any) -> str:

@@ -197,13 +197,13 @@ class MetricBatch:
         return sent
 
 
-def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float]) -> None:
     """Figures of a whole run (a sweep's hours and best objective, a verification's test), logged now."""
     not_numbers = {k: v for k, v in metrics.items() if not _is_number(v)}
     if not_numbers:
         raise TypeError(f"metrics must be numbers: {not_numbers!r}")
     batch = MetricBatch(mlflow_client, run_id)
-    batch.add(metrics, step)
+    batch.add(metrics, step=0)
     batch.flush()
 
 

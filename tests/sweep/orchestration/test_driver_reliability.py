@@ -178,8 +178,8 @@ def _address(hex_address: str) -> tuple[str, int]:
 def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
     # The driver's own start: the loopback switch before Ray is imported, then start_ray, then a task, so
     # that a worker process is up as well.
-    probe = ("import os, sys; from sweep.local_ray import listen_on_loopback; listen_on_loopback(''); "
-             "import ray; from sweep.tuner import start_ray; start_ray(''); "
+    probe = ("import os, sys; from sweep.orchestration.local_ray import listen_on_loopback; "
+             "listen_on_loopback(''); import ray; from sweep.orchestration.tuner import start_ray; start_ray(''); "
              "ray.get(ray.remote(lambda: 0).remote()); print(os.getpid(), flush=True); sys.stdin.readline(); "
              "ray.shutdown()")
     driver = subprocess.Popen([sys.executable, "-c", probe], cwd=tmp_path, text=True, stdin=subprocess.PIPE,
