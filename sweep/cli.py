@@ -9,8 +9,7 @@ import importlib
 import signal
 import sys
 
-from sweep.errors import InputError
-from sweep.orchestration.interrupt import EXIT_INTERRUPTED
+from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError
 
 COMMANDS = {
     "run": "sweep.commands.run",
@@ -20,7 +19,6 @@ COMMANDS = {
     "verify": "sweep.commands.verify",
     "import-logs": "sweep.commands.import_logs",
 }
-EXIT_BAD_INPUT = 2
 DESCRIPTION = "Hyperparameter sweeps of record-style GPT training on Ray Tune, Optuna and MLflow."
 
 

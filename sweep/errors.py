@@ -1,5 +1,12 @@
-"""The one error type for bad input: the CLI turns it into exit code 2 before any work starts."""
+"""The one error type for bad input, which the CLI turns into exit code 2 before any work starts, and the
+exit codes of the `sweep` commands (a trainer's own are in trainer/protocol.py).
+"""
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 1     # stopped by SIGINT or SIGTERM; `sweep resume` continues it
+EXIT_SEEDS_FAILED = 1    # `sweep verify`: some seed gave no loss (crashed, diverged, interrupted)
+EXIT_BAD_INPUT = 2       # an InputError, found before anything runs
 
 
 class InputError(ValueError):

@@ -16,7 +16,10 @@ ARTIFACT_FILES = {"int6_zstd": "model.int6.ptz", "int8_zlib": "model.int8.ptz"} 
 START, TRAIN, VAL, UNTIE, FP8, EXPORT, FINAL, ERROR = "start", "train", "val", "untie", "fp8", "export", "final", "error"
 STEP_FIELDS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")  # of `train` and `val`
 FINAL_FIELDS = ("val_loss", "val_bpb", "train_time_ms", "step_avg_ms", "peak_mem_mib", "step")
-FINAL_STATUSES = ("ok", "diverged", "wallclock_cap")   # a diverged run is a result, not a crash
+
+# The `status` of the `final` event: how training ended. A diverged run is a result, not a crash.
+OK, DIVERGED, WALLCLOCK_CAP = "ok", "diverged", "wallclock_cap"
+FINAL_STATUSES = (OK, DIVERGED, WALLCLOCK_CAP)
 
 # Exit codes: anything other than these two is a crash.
 EXIT_OK = 0

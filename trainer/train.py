@@ -142,17 +142,27 @@ class Trainer:
     def run(self, on_fp8_range=None) -> dict:
         """Train, validate and export. `on_fp8_range(step, scales, stats, figures)` is called for each
         measured step with its `RangeStats` and their figures (the calibration reads their samples)."""
-        cfg, t, log = self.cfg, self.cfg.train, self.log
-        total = t.iterations
-        cap_ms = t.max_wallclock_seconds * 1000.0
-        tokens_per_step = t.batch_tokens
+        self._announce()
+        self.warmup(self.cfg.compile.warmup_steps)
+        step, status, val, train_ms = self._train(on_fp8_range)
+        return self._finish(step, status, val, train_ms)
+
+    def _announce(self) -> None:
+        """The resolved config, the `start` event and the log's first line."""
+        cfg, log = self.cfg, self.log
         log.write_file(protocol.CONFIG_FILE, to_yaml(cfg))
         log.event(protocol.START, config=cfg, world_size=self.dist.world_size, device=str(self.dist.device),
                   torch_version=torch.__version__, git_sha=git_sha())
         log.line(f"world_size:{self.dist.world_size} device:{self.dist.device} torch:{torch.__version__} "
                  f"params:{sum(p.numel() for p in self.model.parameters())}")
-        self.warmup(cfg.compile.warmup_steps)
-        step, status = 0, "ok"
+
+    def _train(self, on_fp8_range) -> tuple[int, str, ValResult, float]:
+        """The training loop, up to the last step or the wallclock cap, or until the loss is not finite.
+        Returns (steps trained, final status, the last validation, training time in ms)."""
+        t, log = self.cfg.train, self.log
+        total = t.iterations
+        cap_ms = t.max_wallclock_seconds * 1000.0
+        step, status = 0, protocol.OK
         stop_after = False
         val = ValResult(float("nan"), None)
         clock = TrainingClock(self.dist.device, self._sync)
@@ -162,8 +172,8 @@ class Trainer:
             # all of them: the wallclock stop, the untie step, the LR, the FP8 scales.
             elapsed = clock.agreed_ms() if cap_ms > 0 else clock.elapsed_ms()
             if cap_ms > 0 and step > 0 and not stop_after and elapsed >= cap_ms:
-                stop_after, status = True, "wallclock_cap"
-                log.line(f"stopping_early: wallclock_cap train_time:{elapsed:.0f}ms step:{step}/{total}")
+                stop_after, status = True, protocol.WALLCLOCK_CAP
+                log.line(f"stopping_early: {protocol.WALLCLOCK_CAP} train_time:{elapsed:.0f}ms step:{step}/{total}")
             last = step == total or stop_after
             if not last and self.model.tied and schedule.untie_due(
                     step, t.untie_frac, schedule.estimated_total_steps(step, total, elapsed, cap_ms)):
@@ -171,45 +181,68 @@ class Trainer:
                 log.event(protocol.UNTIE, step=step)
                 log.line(f"untie step:{step}/{total}")
             if last or (t.val_every > 0 and step > 0 and step % t.val_every == 0):
-                clock.pause()
-                val = self.evaluate()
-                train_ms = clock.elapsed_ms()
-                avg = train_ms / max(step, 1)
-                log.event(protocol.VAL, step=step, val_loss=val.loss, val_bpb=val.bpb, train_time_ms=train_ms,
-                          step_avg_ms=avg)
-                log.line(events.val_line(step, total, val.loss, val.bpb, train_ms, avg))
-                clock.start()
+                val = self._validate(step, clock)
             if last:
                 break
-            lr_mul = schedule.lr_multiplier(step, total, t.warmdown_iters, elapsed, cap_ms)
-            momentum = schedule.muon_momentum(step, cfg.optim.muon_momentum_warmup_start, cfg.optim.muon_momentum,
-                                              cfg.optim.muon_momentum_warmup_steps)
-            scales = self.fp8_scales(schedule.progress(step, total, elapsed, cap_ms))
-            if self.fp8_scheduled:
-                self.model.lm_head.set_fp8_scales(*scales)
-            stats = RangeStats(self.dist.device, seed=step) if self._fp8_measured(step) else None
-            with observe(stats) if stats is not None else contextlib.nullcontext():
-                loss = self.train_step(lr_mul, momentum)
-            if stats is not None:
-                figures = self._report_fp8(step + 1, total, scales, stats)
-                if on_fp8_range is not None:
-                    on_fp8_range(step + 1, scales, stats, figures)
+            loss = self._scheduled_step(step, elapsed, cap_ms, on_fp8_range)
             step += 1
             logging_step = t.log_every > 0 and (step % t.log_every == 0 or step <= 5)
             if logging_step or step == total:
-                (train_loss,) = self._agreed([loss.item()], dist.ReduceOp.SUM)
-                train_loss /= self.dist.world_size
-                now = clock.elapsed_ms()
-                log.event(protocol.TRAIN, step=step, total_steps=total, train_loss=train_loss, train_time_ms=now,
-                          step_avg_ms=now / step, tokens=step * tokens_per_step)
-                log.line(events.train_line(step, total, train_loss, now, now / step))
+                train_loss = self._report_train(step, loss, clock)
                 if not math.isfinite(train_loss):
-                    status = "diverged"
+                    status = protocol.DIVERGED
                     log.line(f"diverged: non-finite train_loss at step:{step}/{total}")
                     break
         clock.pause()
+        return step, status, val, clock.elapsed_ms()
+
+    def _validate(self, step: int, clock: TrainingClock) -> ValResult:
+        """Evaluate on the validation split, with the clock paused, and report it as a `val` event."""
+        clock.pause()
+        val = self.evaluate()
         train_ms = clock.elapsed_ms()
-        if status == "diverged":
+        avg = train_ms / max(step, 1)
+        self.log.event(protocol.VAL, step=step, val_loss=val.loss, val_bpb=val.bpb, train_time_ms=train_ms,
+                       step_avg_ms=avg)
+        self.log.line(events.val_line(step, self.cfg.train.iterations, val.loss, val.bpb, train_ms, avg))
+        clock.start()
+        return val
+
+    def _scheduled_step(self, step: int, elapsed: float, cap_ms: float, on_fp8_range) -> torch.Tensor:
+        """Training step `step` + 1 at the LR, momentum and FP8 scales the schedule gives it, its FP8
+        casts measured when they are due; returns its loss on this rank."""
+        cfg = self.cfg
+        total = cfg.train.iterations
+        lr_mul = schedule.lr_multiplier(step, total, cfg.train.warmdown_iters, elapsed, cap_ms)
+        momentum = schedule.muon_momentum(step, cfg.optim.muon_momentum_warmup_start, cfg.optim.muon_momentum,
+                                          cfg.optim.muon_momentum_warmup_steps)
+        scales = self.fp8_scales(schedule.progress(step, total, elapsed, cap_ms))
+        if self.fp8_scheduled:
+            self.model.lm_head.set_fp8_scales(*scales)
+        stats = RangeStats(self.dist.device, seed=step) if self._fp8_measured(step) else None
+        with observe(stats) if stats is not None else contextlib.nullcontext():
+            loss = self.train_step(lr_mul, momentum)
+        if stats is not None:
+            figures = self._report_fp8(step + 1, total, scales, stats)
+            if on_fp8_range is not None:
+                on_fp8_range(step + 1, scales, stats, figures)
+        return loss
+
+    def _report_train(self, step: int, loss: torch.Tensor, clock: TrainingClock) -> float:
+        """Report the loss of step `step`, averaged over the ranks, as a `train` event; returns it."""
+        (train_loss,) = self._agreed([loss.item()], dist.ReduceOp.SUM)
+        train_loss /= self.dist.world_size
+        now = clock.elapsed_ms()
+        total = self.cfg.train.iterations
+        self.log.event(protocol.TRAIN, step=step, total_steps=total, train_loss=train_loss, train_time_ms=now,
+                       step_avg_ms=now / step, tokens=step * self.cfg.train.batch_tokens)
+        self.log.line(events.train_line(step, total, train_loss, now, now / step))
+        return train_loss
+
+    def _finish(self, step: int, status: str, val: ValResult, train_ms: float) -> dict:
+        """Save the weights, export unless the run diverged, and end with the `final` event, which it returns."""
+        cfg, log = self.cfg, self.log
+        if status == protocol.DIVERGED:
             val = ValResult(float("nan"), None)
         final = {"step": step, "val_loss": val.loss, "val_bpb": val.bpb, "train_time_ms": train_ms,
                  "step_avg_ms": train_ms / max(step, 1), "peak_mem_mib": peak_mem_mib(self.dist.device),
@@ -217,7 +250,7 @@ class Trainer:
         log.line(f"peak memory allocated: {final['peak_mem_mib']:.0f} MiB")
         if cfg.train.save_model and self.dist.is_main and log.run_dir is not None:
             torch.save(self.model.state_dict(), log.run_dir / protocol.MODEL_FILE)
-        if cfg.export.enabled and status != "diverged" and log.run_dir is not None:
+        if cfg.export.enabled and status != protocol.DIVERGED and log.run_dir is not None:
             # Before `final`, so a reader that stops at `final` has the export too.
             export_and_evaluate(self.model, cfg, log.run_dir, self.evaluator.evaluate, log=log, step=step)
         log.event(protocol.FINAL, **final)

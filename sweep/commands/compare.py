@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import InputError
+from sweep.errors import EXIT_OK, InputError
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
 from sweep.report.table import fmt
 from sweep.report.trial_rows import TrialRow, ranked_table, sweep_rows
@@ -148,19 +148,25 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna.visualization.matplotlib as ovm
-
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
     space = plan.space()
-    keys = list(space.params)
     done = [r for r in rows if r.objective is not None]
-    metric = space.metric
-    tie = _tie_note(done) if done else ""
+    written = [loss_curve_plot(plan, rows[:top], refs or {}, out / "loss_curves.png")]
+    if done:
+        written += study_plots(plan, study, done, out)
+    ranged = [r for r in done if any(f"{tracking.FP8_PREFIX}{k}_flushed" in r.metrics for k in FP8_RANGE)]
+    if ranged and any(k in space.params for k in FP8_SCALES):
+        written.append(fp8_range_plot(plan.name, space.metric, ranged, out / "fp8_ranges.png"))
+    written.append(html_page(plan.name, out / "compare.html", written, summary))
+    return written
 
-    curves = loss_curves(plan, {f"trial {r.number}": r.run_id for r in rows[:top]})
-    ref_curves = loss_curves(plan, {label: run.info.run_id for label, run in (refs or {}).items()})
+
+def loss_curve_plot(plan: SweepPlan, rows: list[TrialRow], refs: dict[str, Any], path: Path) -> Path:
+    """val_loss against training time of the trials in `rows`, in colour, and of the imported `refs`, in grey."""
+    import matplotlib.pyplot as plt
+
+    curves = loss_curves(plan, {f"trial {r.number}": r.run_id for r in rows})
+    ref_curves = loss_curves(plan, {label: run.info.run_id for label, run in refs.items()})
     # tab10 without its grey, whatever style Optuna's figures left set: grey is the references' colour.
     colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -177,8 +183,18 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
     ax.set(xlabel="training time (s)", ylabel="val_loss", title=title)
     if curves or ref_curves:
         ax.legend(fontsize=8)
-    written.append(_save(fig, out / "loss_curves.png"))
+    return _save(fig, path)
 
+
+def study_plots(plan: SweepPlan, study, done: list[TrialRow], out: Path) -> list[Path]:
+    """Optuna's figures of the study, those it can make from the finished trials in `done`: optimization
+    history, parallel coordinates, importances (when the objective varies), FP8-scale contours (when two
+    or more scales are swept)."""
+    import optuna.visualization.matplotlib as ovm
+
+    space = plan.space()
+    keys, metric = list(space.params), space.metric
+    tie = _tie_note(done)
     figures = [(ovm.plot_optimization_history, "optimization_history.png", f"{plan.name}: {metric} by trial{tie}",
                 {"target_name": metric}),
                (ovm.plot_parallel_coordinate, "parallel_coordinates.png",
@@ -190,16 +206,11 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
     if len(scales) >= 2:
         figures.append((ovm.plot_contour, "fp8_scale_contours.png",
                         f"{plan.name}: {metric} over pairs of FP8 scales{tie}", {"params": scales, "target_name": metric}))
-    if done:
-        for plot, name, title, kwargs in figures:
-            path = _optuna_figure(plot, study, out / name, title, **kwargs)
-            if path is not None:
-                written.append(path)
-
-    ranged = [r for r in done if any(f"{tracking.FP8_PREFIX}{k}_flushed" in r.metrics for k in FP8_RANGE)]
-    if ranged and scales:
-        written.append(fp8_range_plot(plan.name, metric, ranged, out / "fp8_ranges.png"))
-    written.append(html_page(plan.name, out / "compare.html", written, summary))
+    written = []
+    for plot, name, title, kwargs in figures:
+        path = _optuna_figure(plot, study, out / name, title, **kwargs)
+        if path is not None:
+            written.append(path)
     return written
 
 
@@ -294,4 +305,4 @@ def main(args: argparse.Namespace) -> int:
     for path in files:
         client.log_artifact(plan.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
     print(f"written: {', '.join(str(p) for p in files)} (also on the parent MLflow run under {ARTIFACT_DIR}/)")
-    return 0
+    return EXIT_OK

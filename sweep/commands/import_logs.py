@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from sweep.errors import InputError
+from sweep.errors import EXIT_OK, InputError
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.runlog.logparse import NotATrainingLog, ParsedLog, parse_log
 from sweep.stores import credentials, tracking, urls
@@ -252,4 +252,4 @@ def main(args: argparse.Namespace) -> int:
     report = import_logs(args.paths, experiment, uri, sweep)
     print(report.summary())
     print(f"view with: {tracking.ui_command(uri)}")
-    return 0
+    return EXIT_OK

@@ -9,14 +9,17 @@ import argparse
 import time
 from collections import Counter
 
-from sweep.errors import InputError
+from sweep.errors import EXIT_OK, InputError
 from sweep.report import table
 from sweep.report.table import fmt
 from sweep.report.trial_rows import from_run
 from sweep.stores import tracking, urls
+from trainer.protocol import FINAL_STATUSES
 
 HELP = "list the sweeps of an MLflow store: state, trial counts, best objective, start time"
-COUNTED = ("ok", "pruned", "failed", "running")
+# `done`: the trials that trained to their end, whatever their final status (ok, diverged, wallclock_cap),
+# as the live view counts them.
+COUNTED = ("done", "pruned", "failed", "running")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +40,7 @@ def sweeps(uri: str) -> list[dict]:
     for run in parents:
         children = [from_run(c, []) for c in tracking.child_runs(client, run.info.experiment_id, run.info.run_id)]
         states = Counter(c.status for c in children)
-        counts = {"ok": states["ok"] + states["diverged"] + states["wallclock_cap"], "pruned": states["pruned"],
+        counts = {"done": sum(states[s] for s in FINAL_STATUSES), "pruned": states["pruned"],
                   "failed": states["failed"], "running": states["running"]}
         rows.append({"sweep": run.info.run_name, "experiment": experiments.get(run.info.experiment_id, "?"),
                      "state": run.info.status.lower(), "trials": len(children), **counts,
@@ -62,4 +65,4 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--mlflow-uri", f"no MLflow store at {db}")
     rows = sweeps(uri)
     print(render(rows) if rows else f"no sweeps in {uri}")
-    return 0
+    return EXIT_OK

@@ -26,7 +26,7 @@ from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
 from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, resolve
 from sweep.inputs.script_keys import SKIP_FLAG, check_script_keys
 from sweep.inputs.space import SearchSpace, check_with_trainer, load_space
-from sweep.inputs.trainer_spec import MODES, script_of, split_command
+from sweep.inputs.trainer_spec import PARAMS_MODES, script_of, split_command
 from sweep.orchestration import local_ray
 from sweep.report.live_text import display_settings
 from sweep.stores import credentials, urls
@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trainer-cmd", default="",
                    help="run this command instead of the built-in trainer (default: the space's trainer.command): "
                         "it gets its run directory in $SWEEP_RUN_DIR and the keys as --trainer-params says")
-    p.add_argument("--trainer-params", choices=MODES,
+    p.add_argument("--trainer-params", choices=PARAMS_MODES,
                    help="how the command gets the swept and fixed keys: env (environment variables) or args "
                         "(key=value arguments) (default: the space's trainer.params, else args)")
     p.add_argument(SKIP_FLAG, dest="check_keys", action="store_false",

@@ -18,14 +18,13 @@ import argparse
 import os
 import shlex
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sweep.errors import InputError
+from sweep.errors import EXIT_OK, EXIT_SEEDS_FAILED, InputError
 from sweep.inputs.overrides import format_override, format_value, parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
@@ -269,13 +268,13 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
         outcome = "FINISHED" if complete else "FAILED"
         print(f"MLflow: experiment {plan.experiment!r}, verify run {parent}")
         print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
-        return 0 if complete else 1
+        return EXIT_OK if complete else EXIT_SEEDS_FAILED
     finally:
         mlflow_client.set_terminated(parent, outcome)
 
 
 def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResult], report: str) -> None:
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import RunTag
 
     mlflow_client.log_text(run_id, report, MARKDOWN_ARTIFACT)
     tags = [RunTag(tracking.NOTE_TAG, tracking.clip(report))]
@@ -286,8 +285,8 @@ def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResu
         metrics.update(p_value=verdict.p_value, mean_val_loss=verdict.mean, std_val_loss=verdict.std)
         if verdict.mean_time_s is not None:
             metrics.update(mean_train_time_s=verdict.mean_time_s, std_train_time_s=verdict.std_time_s)
-    stamp = int(time.time() * 1000)
-    mlflow_client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()], tags=tags)
+    mlflow_client.log_batch(run_id, tags=tags)
+    tracking.log_metrics(mlflow_client, run_id, metrics)
 
 
 def main(args: argparse.Namespace) -> int:

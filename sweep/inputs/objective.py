@@ -28,13 +28,13 @@ from typing import Any, NamedTuple
 
 from sweep.errors import InputError
 from sweep.runlog.events import RunState
-from trainer.protocol import FINAL_FIELDS
+from trainer.protocol import DIVERGED, FINAL_FIELDS
 
 METRICS = FINAL_FIELDS + ("roundtrip_val_bpb", "time_to_target")
 EVAL_PREFIX = "eval."
 EVAL_FIELDS = ("val_bpb", "val_loss")
 EVAL_METRIC = "eval.<label>.val_bpb or eval.<label>.val_loss"
-MODES = ("min", "max")
+OBJECTIVE_MODES = ("min", "max")
 DIVERGED_VALUE = 1.0e6
 FROM_FINAL = "final"              # Judgement.source of a final-event metric
 FROM_VAL = "val"                  # of time_to_target: the first validation that reached the target
@@ -135,7 +135,7 @@ class Objective:
 
     def judge(self, run: RunState) -> Judgement:
         """The value handed to the searcher for a run that reached its final event, and its source."""
-        if run.status == "diverged":
+        if run.status == DIVERGED:
             return Judgement(self.penalty, f"{PENALTY}: diverged")
         value, source = self._read(run)
         return Judgement(self.penalty, f"{PENALTY}: {source}") if value is None else Judgement(value, source)

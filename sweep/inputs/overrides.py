@@ -18,7 +18,7 @@ import yaml
 from sweep.errors import InputError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")   # env-mode keys, trainer.env, the names a script reads
 
 
 def format_value(value: Any) -> str:
@@ -55,7 +55,7 @@ def check_key(key: Any, where: str) -> str:
 
 
 def check_env_name(key: Any, where: str) -> str:
-    if not isinstance(key, str) or not _ENV_NAME.match(key):
+    if not isinstance(key, str) or not ENV_NAME.match(key):
         raise InputError(where, f"{key!r} is not an environment variable name (capitals, digits and '_', "
                                 f"not starting with a digit)")
     return key

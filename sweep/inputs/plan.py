@@ -20,7 +20,7 @@ from sweep.inputs.trainer_spec import ARGS
 from sweep.stores import results_dir as results
 
 PLAN_FILE = "sweep.json"
-SEARCH, CONFIRM, DONE = "search", "confirm", "done"   # the stages of a sweep
+SEARCH, CONFIRM = "search", "confirm"   # the stages of a sweep
 DEFAULT_RESULTS_DIR = "runs"
 
 

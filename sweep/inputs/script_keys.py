@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import ast
 import difflib
-import re
 from pathlib import Path
 
 from sweep.errors import InputError
+from sweep.inputs.overrides import ENV_NAME
 
 SKIP_FLAG = "--no-check-keys"
-_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def string_literals(script: Path) -> set[str]:
@@ -33,7 +32,7 @@ def string_literals(script: Path) -> set[str]:
 
 def unread_key_message(key: str, script_name: str, literals: set[str]) -> str:
     message = f"{script_name} never reads it"
-    close = difflib.get_close_matches(key, sorted(s for s in literals if _NAME.match(s)), n=1)
+    close = difflib.get_close_matches(key, sorted(s for s in literals if ENV_NAME.match(s)), n=1)
     return f"{message}; did you mean {close[0]}?" if close else message
 
 

@@ -39,7 +39,7 @@ import optuna.distributions as d
 import yaml
 
 from sweep.errors import InputError
-from sweep.inputs.objective import MODES, Objective, check_metric
+from sweep.inputs.objective import OBJECTIVE_MODES, Objective, check_metric
 from sweep.inputs.overrides import check_env_name, check_key, format_overrides
 from sweep.inputs.trainer_spec import TrainerSpec, parse_trainer_block
 from trainer.config import ConfigError, flatten, load_config, preset_names
@@ -238,7 +238,7 @@ def _objective(data: dict, source: str) -> Objective:
     metric = data.get("metric")
     check_metric(metric, f"{source}: metric")
     mode = data.get("mode", "min")
-    if mode not in MODES:
+    if mode not in OBJECTIVE_MODES:
         raise InputError(f"{source}: mode", f"must be min or max, got {mode!r}")
     target = data.get("target")
     if metric == "time_to_target":

@@ -26,7 +26,7 @@ from sweep.errors import InputError
 from sweep.inputs.overrides import check_env_name, format_env_value, format_value
 
 ENV, ARGS = "env", "args"
-MODES = (ENV, ARGS)
+PARAMS_MODES = (ENV, ARGS)   # the values of `params`
 BLOCK_KEYS = ("command", "params", "env")
 SEED_KEY, SEED_ENV = "seed", "SEED"   # where the seed reaches the built-in trainer (a key) and an env-mode script
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
@@ -67,7 +67,7 @@ def parse_trainer_block(data: Any, source: str) -> TrainerSpec:
     if not isinstance(command, str):
         raise InputError(f"{where}.command", f"must be a command line, got {command!r}")
     params = data.get("params", ARGS)
-    if params not in MODES:
+    if params not in PARAMS_MODES:
         raise InputError(f"{where}.params", f"must be env or args, got {params!r}")
     env = data.get("env") or {}
     if not isinstance(env, dict):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 
 import optuna
 import ray
@@ -16,12 +15,12 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweep.errors import InputError
+from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SEARCH, SweepPlan, plan_path
 from sweep.inputs.resources import trials_that_fit
 from sweep.inputs.space import SearchSpace
 from sweep.orchestration import confirm
-from sweep.orchestration.interrupt import EXIT_INTERRUPTED, Interrupts
+from sweep.orchestration.interrupt import Interrupts
 from sweep.orchestration.launch_gate import LaunchGate, spent_hours, unit
 from sweep.orchestration.live import LiveView
 from sweep.orchestration.rejection import StopOnRejectedInput, shared_rejection
@@ -36,7 +35,7 @@ from sweep.stores import tracking
 from sweep.stores.child_run import close_unfinished_children, record_ended
 from sweep.stores.study import create_study, load_study
 from sweep.trial.runner import FINAL_KEY, TRIAL_NUMBER_KEY, TrialSettings
-from trainer.protocol import EXIT_BAD_INPUT
+from trainer.protocol import OK
 
 ASHA_REDUCTION = 2
 # ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
@@ -101,7 +100,7 @@ def result_state(result, pruned: set[int]) -> str:
     if result.error is not None:
         return "failed"
     if metrics.get(FINAL_KEY):
-        return str(metrics.get("status", "ok"))
+        return str(metrics.get("status", OK))
     return "pruned" if (result.config or {}).get(TRIAL_NUMBER_KEY) in pruned else "stopped"
 
 
@@ -164,8 +163,8 @@ def resume_command(plan: SweepPlan) -> str:
 
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_given: bool = True) -> int:
     """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
-    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: sweep.orchestration.interrupt),
-    2 if it stopped because the trainer rejects input every trial gets (sweep.orchestration.rejection)."""
+    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: interrupt.py), 2 if it
+    stopped because the trainer rejects input every trial gets (rejection.py)."""
     quiet_environment()
     space = plan.space()
     interrupts = Interrupts()
@@ -201,13 +200,14 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
           f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
     outcome = "KILLED"
     try:
-        code = _search(plan, space, mlflow_client, experiment_id, resume, interrupts) if plan.stage == SEARCH else 0
+        code = (_search(plan, space, mlflow_client, experiment_id, resume, interrupts) if plan.stage == SEARCH
+                else EXIT_OK)
         rows = read_rows(mlflow_client, experiment_id, plan.parent_run_id, list(space.params))
         report = None
-        if code == 0 and plan.confirm:
+        if code == EXIT_OK and plan.confirm:
             report, code = _confirm(plan, space, rows, mlflow_client, experiment_id, interrupts, command)
         _summarize(plan, space, rows, report, mlflow_client, experiment_id)
-        if code == 0:
+        if code == EXIT_OK:
             outcome = "FINISHED"
         elif code == EXIT_BAD_INPUT:
             outcome = "FAILED"
@@ -253,7 +253,7 @@ def _search(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: s
         return EXIT_BAD_INPUT
     stopped = tracking.TAG_STOPPED_LAUNCHING in mlflow_client.get_run(plan.parent_run_id).data.tags
     if (grid.num_terminated + grid.num_errors >= plan.trials or stopped) and not interrupts.received:
-        return 0
+        return EXIT_OK
     return EXIT_INTERRUPTED
 
 
@@ -265,7 +265,7 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
     if len(plan.confirm_trials) < 2:
         print("confirmation: no finished trial besides the baseline (trial 0) to confirm", flush=True)
         mlflow_client.set_terminated(plan.confirm_run_id, "FINISHED")
-        return None, 0
+        return None, EXIT_OK
     outcome = "KILLED"
     try:
         confirm.run(plan, space, values, experiment_id, interrupts)
@@ -280,9 +280,9 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
         mlflow_client.set_tag(plan.confirm_run_id, tracking.NOTE_TAG, tracking.clip(text))
         mlflow_client.set_tag(plan.parent_run_id, confirm.TAG_WINNER,
                               "none" if report.winner is None else str(report.winner.config.trial))
-        log_metrics(mlflow_client, plan.parent_run_id, confirm_metrics(report))
+        tracking.log_metrics(mlflow_client, plan.parent_run_id, confirm_metrics(report))
         outcome = "FINISHED"
-        return report, 0
+        return report, EXIT_OK
     finally:
         with interrupts.deferred():
             close_unfinished_children(mlflow_client, experiment_id, plan.confirm_run_id)
@@ -292,13 +292,6 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
 def confirm_title(plan: SweepPlan) -> str:
     return (f"Confirmed leaderboard of sweep {plan.name}: {len(plan.confirm_trials)} configurations x "
             f"{plan.confirm_seeds} seeds")
-
-
-def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float]) -> None:
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    mlflow_client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
 
 
 def _hours(plan: SweepPlan, mlflow_client, experiment_id: str) -> dict[str, float]:
@@ -344,5 +337,5 @@ def _summarize(plan: SweepPlan, space: SearchSpace, rows, report: ConfirmReport 
     if report is not None:
         note += "\n\n" + confirm_markdown(report, confirm_title(plan))
     mlflow_client.set_tag(plan.parent_run_id, tracking.NOTE_TAG, tracking.clip(note))
-    log_metrics(mlflow_client, plan.parent_run_id,
-                {**hours, **({} if top is None else {tracking.BEST_METRIC: top.objective})})
+    tracking.log_metrics(mlflow_client, plan.parent_run_id,
+                         {**hours, **({} if top is None else {tracking.BEST_METRIC: top.objective})})

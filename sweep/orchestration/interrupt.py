@@ -15,7 +15,6 @@ import signal
 from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-EXIT_INTERRUPTED = 1   # the exit code of an interrupted command (docs/running.md, "Exit codes")
 
 
 class Interrupts:

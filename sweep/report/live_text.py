@@ -17,7 +17,7 @@ from sweep.errors import InputError
 
 MODE_ENV = "SWEEP_PROGRESS"            # plain | live
 EVERY_ENV = "SWEEP_PROGRESS_EVERY"     # seconds between the plain blocks of trial lines
-MODES = ("plain", "live")
+DISPLAY_MODES = ("plain", "live")
 DEFAULT_EVERY_S = 30.0
 
 
@@ -25,8 +25,8 @@ def display_settings() -> tuple[str, float]:
     """(mode, seconds between plain blocks): live on a terminal, plain lines otherwise (CI, `ray job
     logs`, a pipe), unless the environment says which."""
     mode = os.environ.get(MODE_ENV) or ("live" if sys.stdout.isatty() else "plain")
-    if mode not in MODES:
-        raise InputError(MODE_ENV, f"expected one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in DISPLAY_MODES:
+        raise InputError(MODE_ENV, f"expected one of {', '.join(DISPLAY_MODES)}, got {mode!r}")
     raw = os.environ.get(EVERY_ENV) or str(DEFAULT_EVERY_S)
     try:
         every = float(raw)

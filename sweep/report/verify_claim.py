@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from sweep.errors import InputError
 from sweep.report import stats
+from trainer.protocol import OK, WALLCLOCK_CAP
 
 GOLF_PRESET = "golf"
 SPEEDRUN_PRESET = "speedrun"
-RESULT_STATES = ("ok", "wallclock_cap")   # a seed's run with a usable final loss
+RESULT_STATES = (OK, WALLCLOCK_CAP)   # a seed's run with a usable final loss
 
 
 @dataclass(frozen=True)

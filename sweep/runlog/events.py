@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.protocol import ERROR, EXPORT, FINAL, VAL
+from trainer.protocol import ERROR, EXPORT, FINAL, OK, VAL
 
 
 class LineTail:
@@ -78,7 +78,7 @@ class RunState:
 
     @property
     def status(self) -> str | None:
-        return None if self.final is None else str(self.final.get("status", "ok"))
+        return None if self.final is None else str(self.final.get("status", OK))
 
     @property
     def evaluations(self) -> dict[str, dict[str, Any]]:

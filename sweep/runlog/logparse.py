@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from trainer.protocol import DIVERGED, EXPORT, FINAL, OK, TRAIN, UNTIE, VAL, WALLCLOCK_CAP
+
 MODDED_NANOGPT = "modded-nanogpt"
 PARAMETER_GOLF = "parameter-golf"
 GPT_SWEEP = "gpt-sweep"
@@ -97,10 +99,10 @@ class ParsedLog:
     @property
     def status(self) -> str:
         if self.diverged:
-            return "diverged"
+            return DIVERGED
         if not self.complete:
             return "incomplete"
-        return "wallclock_cap" if self.stopped_early else "ok"
+        return WALLCLOCK_CAP if self.stopped_early else OK
 
 
 # --- line level -----------------------------------------------------------------------------------------
@@ -170,10 +172,10 @@ def _step_event(step: int, total: int, rest: str) -> dict | None:
         val_loss = _number(f["val_loss"])
         if val_loss is None:
             return None
-        return {"event": "val", "step": step, "total_steps": total, "val_loss": val_loss,
+        return {"event": VAL, "step": step, "total_steps": total, "val_loss": val_loss,
                 "val_bpb": _number(f["val_bpb"]) if "val_bpb" in f else None,
                 "train_time_ms": train_time, "step_avg_ms": step_avg}
-    return {"event": "train", "step": step, "total_steps": total,
+    return {"event": TRAIN, "step": step, "total_steps": total,
             "train_loss": _number(f["train_loss"]) if "train_loss" in f else None,
             "train_time_ms": train_time, "step_avg_ms": step_avg}
 
@@ -209,11 +211,11 @@ def _classify(text: str) -> dict[str, Any] | None:
                 "train_time_ms": _duration_ms(f["train_time"]) if "train_time" in f else None}
     m = _DIVERGED.match(text)
     if m:
-        return {"event": "stop", "reason": "diverged", "step": int(m.group(1)), "total_steps": int(m.group(2)),
+        return {"event": "stop", "reason": DIVERGED, "step": int(m.group(1)), "total_steps": int(m.group(2)),
                 "train_time_ms": None}
     m = _UNTIE.match(text)
     if m:
-        return {"event": "untie", "step": int(m.group(1)), "total_steps": int(m.group(2))}
+        return {"event": UNTIE, "step": int(m.group(1)), "total_steps": int(m.group(2))}
     m = _PEAK.match(text)
     if m:
         return {"event": "peak_mem", "peak_mem_mib": float(m.group(1))}
@@ -308,7 +310,7 @@ class LogFold:
             self._reset()
         self.last_step = step
         self.total = ev["total_steps"]
-        if ev["event"] == "val":
+        if ev["event"] == VAL:
             self.val.append(ValPoint(step, ev["val_loss"], ev["val_bpb"], ev["train_time_ms"], ev["step_avg_ms"]))
             if ev["val_bpb"] is not None:
                 self.golf_marks += 1
@@ -332,10 +334,10 @@ class LogFold:
 
     def _fold(self, ev: dict) -> None:
         kind = ev["event"]
-        if kind in ("train", "val"):
+        if kind in (TRAIN, VAL):
             self._point(ev)
             return
-        if kind in ("size", "eval") or (kind == "stop" and ev["reason"] != "diverged"):
+        if kind in ("size", "eval") or (kind == "stop" and ev["reason"] != DIVERGED):
             self.golf_marks += 1  # lines only parameter-golf (and our trainer, told apart by its header) print
         if kind == "size":
             self.sizes.append((ev["kind"], ev["scheme"], ev["bytes"]))
@@ -345,7 +347,7 @@ class LogFold:
             self.stop = ev
         elif kind == "peak_mem":
             self.peak = ev["peak_mem_mib"]
-        elif kind == "untie":
+        elif kind == UNTIE:
             self.untie_step = ev["step"]
         elif kind == "header":
             self.ours = True
@@ -363,8 +365,8 @@ class LogFold:
         out = ParsedLog(source=source, train=list(self.train), val=list(self.val), total_steps=self.total,
                         last_step=self.last_step, evals=dict(self.evals), peak_mem_mib=self.peak,
                         untie_step=self.untie_step, hyperparameters=dict(self.hyperparameters))
-        out.stopped_early = self.stop is not None and self.stop["reason"] != "diverged"
-        out.diverged = self.stop is not None and self.stop["reason"] == "diverged"
+        out.stopped_early = self.stop is not None and self.stop["reason"] != DIVERGED
+        out.diverged = self.stop is not None and self.stop["reason"] == DIVERGED
         out.artifact_bytes, out.code_bytes, out.total_bytes = _sizes(self.sizes)
         if self.score is not None:
             out.score_label, (out.roundtrip_val_loss, out.roundtrip_val_bpb) = self.score
@@ -393,7 +395,7 @@ def _sizes(sizes: list[tuple[str, str | None, int]]) -> tuple[int | None, int | 
 
 def _training_end(fold: LogFold) -> tuple[bool, ValPoint | None]:
     """(whether training finished, the val point that closed it); a diverged run ends without one."""
-    if fold.stop is not None and fold.stop["reason"] == "diverged":
+    if fold.stop is not None and fold.stop["reason"] == DIVERGED:
         return True, None
     if not fold.val:
         return False, None
@@ -453,7 +455,7 @@ class LiveLog:
 
     def feed(self, line: str) -> list[dict[str, Any]]:
         ev = self.fold.feed(line)
-        if ev is None or ev["event"] not in ("train", "val"):
+        if ev is None or ev["event"] not in (TRAIN, VAL):
             return []
         return [{**_present(ev), "time": time.time()}]
 
@@ -468,12 +470,12 @@ class LiveLog:
         if log.evals:
             export["evals"] = {label: _present(result._asdict()) for label, result in log.evals.items()}
         if export:
-            events.append({"event": "export", "time": now, **export})
+            events.append({"event": EXPORT, "time": now, **export})
         last = log.val[-1]
-        status = ("diverged" if log.diverged or not math.isfinite(last.val_loss)
-                  else "wallclock_cap" if log.stopped_early else "ok")
+        status = (DIVERGED if log.diverged or not math.isfinite(last.val_loss)
+                  else WALLCLOCK_CAP if log.stopped_early else OK)
         final = _present({"step": last.step, "val_loss": last.val_loss, "val_bpb": last.val_bpb,
                           "train_time_ms": last.train_time_ms, "step_avg_ms": last.step_avg_ms,
                           "peak_mem_mib": log.peak_mem_mib})
-        events.append({"event": "final", "time": now, **final, "status": status})
+        events.append({"event": FINAL, "time": now, **final, "status": status})
         return events

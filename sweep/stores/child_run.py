@@ -15,7 +15,7 @@ from mlflow.entities import RunTag
 
 from sweep.runlog.events import RunState
 from sweep.stores import tracking
-from trainer.protocol import EXIT_BAD_INPUT, FINAL_FIELDS, FP8, TRAIN, VAL
+from trainer.protocol import EXIT_BAD_INPUT, FINAL_FIELDS, FP8, OK, TRAIN, VAL
 
 OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run directory
 RESULT_FROM_RUN = {f"final_{f}": f for f in FINAL_FIELDS}
@@ -119,7 +119,7 @@ class ChildRun:
             if run.info.status == "FINISHED" and tracking.OBJECTIVE_METRIC in metrics:
                 self.run_id = run.info.run_id
                 result = {RESULT_FROM_RUN.get(k, k): v for k, v in metrics.items()}
-                result["status"] = run.data.tags.get(tracking.TAG_STATUS, "ok")
+                result["status"] = run.data.tags.get(tracking.TAG_STATUS, OK)
                 return result
         return None
 

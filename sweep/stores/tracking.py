@@ -6,6 +6,7 @@ Ray trial id, so a trial restarted after a crash or a driver restart finds its o
 """
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from pathlib import Path
@@ -157,8 +158,13 @@ def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
         mlflow_client.log_batch(run_id, params=items[i:i + _PARAM_BATCH])
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 class MetricBatch:
-    """Metrics gathered between two reports and sent in one `log_batch` request.
+    """Metrics gathered between two reports and sent in one `log_batch` request; every metric the sweep
+    logs goes through one (values that are not numbers, such as a field a line did not print, are left out).
 
     A (key, step) pair is sent once: the trainer's `train` and `val` events at the same step both
     carry `train_time_ms`, and the history should hold one point per step. `logged` holds the pairs the
@@ -176,7 +182,7 @@ class MetricBatch:
 
         stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         for key, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (key, step) in self._seen:
+            if not _is_number(value) or (key, step) in self._seen:
                 continue
             self._seen.add((key, step))
             self._pending.append(Metric(key, float(value), stamp, step))
@@ -192,6 +198,16 @@ class MetricBatch:
             self.client.log_batch(self.run_id, metrics=chunk)
             sent += 1
         return sent
+
+
+def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float]) -> None:
+    """Figures of a whole run (a sweep's hours and best objective, a verification's test), logged now."""
+    not_numbers = {k: v for k, v in metrics.items() if not _is_number(v)}
+    if not_numbers:
+        raise TypeError(f"metrics must be numbers: {not_numbers!r}")
+    batch = MetricBatch(mlflow_client, run_id)
+    batch.add(metrics, step=0)
+    batch.flush()
 
 
 def logged_points(mlflow_client, run) -> set[tuple[str, int]]:

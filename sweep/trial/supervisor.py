@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -133,7 +134,7 @@ def _start(cmd: list[str]) -> int:
     return pid
 
 
-def _exit_like(code: int) -> None:
+def _exit_like(code: int) -> NoReturn:
     """Exit with `code`, or by signal -`code` as the command did."""
     if code < 0:
         if -code != signal.SIGKILL:
@@ -143,6 +144,7 @@ def _exit_like(code: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Returns only on a usage error or a parent gone before it started; otherwise exits as the command did."""
     if len(argv) < 3 or argv[1] != "--":
         print("usage: python -m sweep.trial.supervisor PARENT_PID -- CMD...", file=sys.stderr)
         return 2
@@ -170,7 +172,6 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, signal.SIG_IGN)  # the tree is being ended: a second signal must not cut that short
     end_tree()
     _exit_like(code)
-    return code
 
 
 if __name__ == "__main__":

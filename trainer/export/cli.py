@@ -20,7 +20,6 @@ from trainer.evaluation import Evaluator
 from trainer.export.run import export_and_evaluate
 from trainer.job import run_job
 from trainer.model import EMBED_WEIGHT, GPT
-from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK
 
 
 class RunDirError(ValueError):
@@ -53,7 +52,8 @@ def last_step(run_dir: Path) -> int | None:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and record.get("event") == "final" and isinstance(record.get("step"), int):
+            if (isinstance(record, dict) and record.get("event") == protocol.FINAL
+                    and isinstance(record.get("step"), int)):
                 step = record["step"]
     return step
 
@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
         state = _load_weights(_required(run_dir, protocol.MODEL_FILE))
     except (RunDirError, ConfigError) as e:
         events.stderr(f"export: {e}")
-        return EXIT_BAD_INPUT
+        return protocol.EXIT_BAD_INPUT
     return _export(cfg, run_dir, state)
 
 
@@ -98,6 +98,6 @@ def _export(cfg, run_dir: Path, state: dict) -> int:
         return model
 
     code, message = run_job(cfg.device, run_dir, export, bad_input=(RunDirError,))
-    if code != EXIT_OK:
+    if code != protocol.EXIT_OK:
         events.stderr(f"export: {message}")
     return code

@@ -162,9 +162,9 @@ def test_list_shows_the_sweeps_of_a_store_with_their_counts(finished_sweep, caps
     capsys.readouterr()
     assert sweep_main(["list", "--mlflow-uri", plan.mlflow_uri]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:8] == ["sweep", "experiment", "state", "trials", "ok", "pruned", "failed", "running"]
+    assert lines[0].split()[:8] == ["sweep", "experiment", "state", "trials", "done", "pruned", "failed", "running"]
     row = next(line.split() for line in lines[1:] if line.startswith("cmp "))
-    # finished, 5 trials all ok (a test above may add one live run: it shows as running)
+    # finished, 5 trials all done (a test above may add one live run: it shows as running)
     assert row[1:3] == ["cmp", "finished"] and int(row[4]) == 5 and row[5:7] == ["0", "0"]
     assert int(row[3]) == 5 + int(row[7])
     assert row[8] == "val_loss" and float(row[9]) == pytest.approx(best, rel=1e-5)
