@@ -50,7 +50,7 @@ class SupervisedProcess:
 def package_pythonpath(rest: str | None = None) -> str:
     """PYTHONPATH with this project's root first, so `-m sweep.supervisor` and `-m trainer` import from a
     checkout; `rest` defaults to this process's PYTHONPATH."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     rest = os.environ.get("PYTHONPATH") if rest is None else rest
     parts = [root, *(p for p in (rest or "").split(os.pathsep) if p and p != root)]
     return os.pathsep.join(parts)
