@@ -45,3 +45,12 @@ def study_exists(url: str, name: str) -> bool:
 
 def load_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=make_storage(url))
+
+
+def next_trial(study: optuna.Study, points: list[dict], distributions: dict) -> optuna.trial.Trial:
+    """Ask `study` for its next trial: the next of the space's `points` while any is left, else a sample.
+    Each point is enqueued just before the ask that takes it, so no WAITING trial is ever left behind."""
+    asked = len(study.get_trials(deepcopy=False))
+    if asked < len(points):
+        study.enqueue_trial(points[asked])
+    return study.ask(distributions)
