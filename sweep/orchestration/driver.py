@@ -271,7 +271,7 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
         if interrupts.received:
             return None, EXIT_INTERRUPTED
         report = build_report(confirm.configs(plan, values, mlflow_client, experiment_id), space.objective,
-                              confirm.seeds(plan))
+                              confirm.seeds(plan), paired=confirm.paired(space))
         text = confirm_markdown(report, confirm_title(plan))
         for run_id in (plan.confirm_run_id, plan.parent_run_id):
             mlflow_client.log_text(run_id, text, confirm.MARKDOWN_ARTIFACT)

@@ -26,9 +26,9 @@ from sweep.trial.command import (
     SOURCE_DIFF,
     TrialSettings,
     build_command,
+    edit_script,
     search_settings,
     source_diff,
-    source_edit,
     trial_env,
     trial_variables,
 )
@@ -79,7 +79,7 @@ def show(plan: SweepPlan, out=None) -> int:
         print(f"\ntrial {number} ({origin}): {shown}\n  cwd: {settings.cwd}\n"
               f"  command: {shlex.join(build_command(settings, values, run_dir))}\n{env}", file=out)
         if settings.trainer.source_mode:
-            edit = source_edit(settings, values)
+            edit = edit_script(settings.trainer, settings.cwd, {**settings.fixed, **values})
             print(f"  {SOURCE_DIFF} (sha256 of the copy {edit.sha256}):\n"
                   f"{source_diff(settings, edit, run_dir)}", end="", file=out)
     out.flush()

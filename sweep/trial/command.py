@@ -128,20 +128,19 @@ def trial_params(settings: TrialSettings, values: dict[str, Any], variables: dic
     return params
 
 
-def source_edit(settings: TrialSettings, values: dict[str, Any]) -> Edit:
-    """The trial's edit of the script (source mode): the fixed keys and `values` written at their sites.
-    The script must still be the one the sweep checked."""
-    spec = settings.trainer
-    script = script_of(spec.command, settings.cwd, "trainer.command")
+def edit_script(trainer: TrainerSpec, cwd: str, values: dict[str, Any]) -> Edit:
+    """The edit of the script `trainer.command` runs from `cwd` (source mode), `values` (every fixed and swept
+    key) written at their sites. The script must still be the one the sweep checked."""
+    script = script_of(trainer.command, cwd, "trainer.command")
     try:
         source = script.read_bytes()
     except OSError as e:
         raise InputError(str(script), f"cannot read it: {e.strerror or e}") from None
-    if spec.script_sha256 and sha256(source) != spec.script_sha256:
-        raise InputError(str(script), f"has changed since the sweep checked it (sha256 {spec.script_sha256}, now "
-                                      f"{sha256(source)}); its trials edit the script it checked: put that "
+    if trainer.script_sha256 and sha256(source) != trainer.script_sha256:
+        raise InputError(str(script), f"has changed since the sweep checked it (sha256 {trainer.script_sha256}, "
+                                      f"now {sha256(source)}); its trials edit the script it checked: put that "
                                       f"one back, or start a new sweep")
-    return edit(ScriptSites(source, script.name), {**settings.fixed, **values}, spec.exprs, str(script))
+    return edit(ScriptSites(source, script.name), values, trainer.exprs, str(script))
 
 
 def source_diff(settings: TrialSettings, source: Edit, run_dir: Path) -> str:

@@ -30,8 +30,8 @@ from sweep.trial.command import (
     SOURCE_DIFF,
     TrialSettings,
     build_command,
+    edit_script,
     source_diff,
-    source_edit,
     trial_env,
     trial_params,
     trial_variables,
@@ -147,7 +147,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     source, rejected = None, None
     if settings.trainer.source_mode:
         try:
-            source = source_edit(settings, values)
+            source = edit_script(settings.trainer, settings.cwd, {**settings.fixed, **values})
         except InputError as e:
             rejected = str(e)
     child.start(ctx.get_trial_name(), trial_params(settings, values, variables, source), {
