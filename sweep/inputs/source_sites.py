@@ -36,7 +36,6 @@ _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 ASSIGNMENT, KEYWORD, FIELD, DEFAULT = "assignment", "keyword", "field", "default"
 _RANK = {ASSIGNMENT: 0, KEYWORD: 0, FIELD: 1, DEFAULT: 2}   # lower wins
 _SHOWN_LINE = 160        # characters of a source line shown in an error
-_CLOSE_MATCHES = 3
 
 
 def check_address(key: Any, where: str) -> str:
@@ -177,8 +176,8 @@ class ScriptSites:
         address, _, at = key.partition("@")
         found = self.sites.get(address, [])
         if not found:
-            close = difflib.get_close_matches(address, list(self.sites), n=_CLOSE_MATCHES)
-            hint = f"; did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
+            close = difflib.get_close_matches(address, list(self.sites), n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
             raise InputError(where, f"`{address}`: no such site in {self.name}{hint}")
         rank = min(_RANK[s.kind] for s in found)
         top = [s for s in found if _RANK[s.kind] == rank]

@@ -17,7 +17,7 @@ from sweep.inputs.overrides import format_env_value
 from sweep.inputs.script_keys import check_script_keys
 from sweep.inputs.space import load_space
 from sweep.inputs.trainer_spec import TrainerSpec, script_of
-from sweep.trial.runner import RUN_DIR_ENV, TrialSettings, build_command, trial_env, trial_params, trial_variables
+from sweep.trial.command import RUN_DIR_ENV, TrialSettings, build_command, trial_env, trial_params, trial_variables
 
 STANDIN = SUPPORT / "golf_standin.py"
 
