@@ -253,3 +253,32 @@ def test_the_copy_a_trial_runs_imports_and_reads_the_files_beside_the_original(t
     assert logfile.read_text().startswith(source.edited.decode())
     assert (copy.parent / "__pycache__").is_dir()       # the sibling module's bytecode went beside the copy
     assert listing(tmp_path / "standin") == before
+
+
+def test_the_shipped_upstream_space_starts_from_heads_values_and_pr175s():
+    """search_spaces/speedrun_upstream.yaml against a script with HEAD's two calls (the call shapes as
+    modded-nanogpt's README and record logs state them): its first point writes back exactly HEAD's values
+    on every world size, its second PR #175's head scales."""
+    from paths import SPACES
+
+    from sweep.inputs.space import load_space
+
+    space = load_space(SPACES / "speedrun_upstream.yaml").with_trainer()
+    assert space.trainer.source_mode and space.trainer.seed_key == "" and space.preset == "speedrun"
+    script = ("grad_scale = 1 / grad_accum_steps\n"
+              "class GPT:\n    def __init__(self):\n"
+              "        self.lm_head = CastedLinearT(model_dim, self.vocab_size, use_fp8=use_fp8, x_s=100/448, "
+              "w_s=1.6/448, grad_s=grad_scale * 0.75/448)\n"
+              "training_schedule = TrainingSchedule(TRAINING_STAGES, args.num_scheduled_iterations, "
+              "args.num_extension_iterations, cooldown_frac=0.60)\n")
+    head, pr175 = space.points_to_evaluate
+    tree = ast.parse(edit(ScriptSites(script.encode(), "train_gpt.py"), head, space.trainer.exprs, "w").edited)
+    call = tree.body[1].body[0].body[0].value
+    written = {kw.arg: ast.unparse(kw.value) for kw in call.keywords}
+    for grad_accum_steps in (1, 2, 4, 8):
+        grad_scale = 1 / grad_accum_steps
+        assert eval(written["grad_s"]) == grad_scale * 0.75 / 448
+    assert (eval(written["x_s"]), eval(written["w_s"])) == (100 / 448, 1.6 / 448)
+    assert tree.body[2].value.keywords[0].value.value == 0.6
+    assert (pr175["CastedLinearT.x_s"], pr175["CastedLinearT.w_s"], pr175["CastedLinearT.grad_s"]) == (
+        100 / 448, 1.5 / 448, 0.75 / 448)
