@@ -4,6 +4,7 @@ resolution error of `sweep run`, each an exit 2 before anything is written or Ra
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import subprocess
 import sys
@@ -282,3 +283,23 @@ def test_the_shipped_upstream_space_starts_from_heads_values_and_pr175s():
     assert tree.body[2].value.keywords[0].value.value == 0.6
     assert (pr175["CastedLinearT.x_s"], pr175["CastedLinearT.w_s"], pr175["CastedLinearT.grad_s"]) == (
         100 / 448, 1.5 / 448, 0.75 / 448)
+
+
+def test_resume_refuses_a_script_changed_since_the_sweep_checked_it(tmp_path, monkeypatch):
+    from sweep.cli import parser
+    from sweep.commands.run import build_plan
+
+    space_file = standin_folder(tmp_path, {"CastedLinearT.x_s": FLOAT})
+    monkeypatch.chdir(tmp_path)
+    plan = build_plan(parser().parse_args(["run", "--space", str(space_file), "--name", "pinned", "--mlflow-uri",
+                                           f"sqlite:///{tmp_path}/mlflow.db", "--storage", f"sqlite:///{tmp_path}/o.db"]))
+    assert plan.source_sha256 == hashlib.sha256(STANDIN.read_bytes()).hexdigest()
+    plan.save()
+    script = tmp_path / "standin" / STANDIN.name
+    script.write_text(script.read_text().replace("LR_FLOOR = 0.1", "LR_FLOOR = 0.2"))
+    probe = "import sys; from sweep.cli import main; rc = main(['resume', 'pinned']); print('ray' in sys.modules); sys.exit(rc)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"sweep resume: error: {script}: has changed since the sweep checked it (sha256 {plan.source_sha256}" \
+        in done.stderr
+    assert done.stdout.strip() == "False"
