@@ -3,7 +3,8 @@
 Tune restores its experiment state and restarts the trials that were running; the Optuna study and the
 MLflow runs are the sweep's own, so finished trials are neither run nor recorded twice. A store password
 kept out of sweep.json comes from SWEEP_STORAGE_PASSWORD / SWEEP_MLFLOW_PASSWORD, or from the drivers'
-own files (~/.pgpass, ~/.mlflow/credentials): docs/cluster.md, "Passwords".
+own files (~/.pgpass, ~/.mlflow/credentials): docs/cluster.md, "Passwords". A source-mode sweep resumes only while
+its script is the one it started with (docs/source_mode.md).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.orchestration import local_ray
 from sweep.report.live_text import display_settings
+from sweep.trial.command import edit_script
 
 HELP = "continue a sweep that was interrupted"
 
@@ -26,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     plan = load_plan(args.results_dir, args.name)
+    space = plan.space()
+    if space.trainer.source_mode:
+        # The trials left edit the script the sweep started with, or none: checked before Ray starts.
+        edit_script(space.trainer, plan.cwd, dict(space.fixed))
     display_settings()
     local_ray.listen_on_loopback(plan.address)
     from sweep.orchestration.driver import run_sweep

@@ -3,9 +3,11 @@ the `tiny` preset on the generated corpus, search_spaces/fp8_scales.yaml, 6 tria
 sqlite:///mlflow.db and Optuna in sqlite:///optuna.db next to it.
 
 Every check (the space file, the flags, the trainer accepting each value the space names, or another
-program's script reading each key an env-mode space sets, the stores answering, a fixed `data.path` and
-`data.tokenizer` reading as the trainer reads them) happens before anything is written or Ray starts; a
-problem exits with code 2 and a message naming the file and key, or the flag.
+program's script reading each key an env-mode space sets, or holding exactly one site for each key a
+source-mode space sets, the stores answering, a fixed `data.path` and `data.tokenizer` reading as the
+trainer reads them) happens before anything is written or Ray starts; a problem exits with code 2 and a
+message naming the file and key, or the flag. `--dry-run` makes every check, then prints what the first
+trials would run (sweep.dry_run) and stops there.
 """
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ from sweep.inputs.overrides import parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
 from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, resolve
 from sweep.inputs.script_keys import SKIP_FLAG, check_script_keys
+from sweep.inputs.source_sites import ScriptSites, edit, sha256
 from sweep.inputs.space import SearchSpace, check_with_trainer, load_space
 from sweep.inputs.trainer_spec import PARAMS_MODES, script_of, split_command
-from sweep.orchestration import local_ray
+from sweep.orchestration import dry_run, local_ray
 from sweep.report.live_text import display_settings
 from sweep.stores import credentials, urls
 from sweep.stores import results_dir as results
@@ -71,8 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run this command instead of the built-in trainer (default: the space's trainer.command): "
                         "it gets its run directory in $SWEEP_RUN_DIR and the keys as --trainer-params says")
     p.add_argument("--trainer-params", choices=PARAMS_MODES,
-                   help="how the command gets the swept and fixed keys: env (environment variables) or args "
-                        "(key=value arguments) (default: the space's trainer.params, else args)")
+                   help="how the command gets the swept and fixed keys: env (environment variables), args "
+                        "(key=value arguments) or source (written at their sites in a copy of its script) "
+                        "(default: the space's trainer.params, else args)")
     p.add_argument(SKIP_FLAG, dest="check_keys", action="store_false",
                    help="in env mode, do not check that the command's script reads every key (for scripts "
                         "that build the names they read at runtime)")
@@ -94,6 +98,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-std", type=float, metavar="X",
                    help="the seed std of the metric, for the leaderboard's noise floor (2 x X) when the sweep "
                         "runs no confirmation")
+    p.add_argument("--dry-run", action="store_true",
+                   help="make every check, then print what each of the first --trials trials would run (its "
+                        "command, environment and, in source mode, the diff of its copy of the script) and "
+                        "stop: nothing is written and Ray is not started")
 
 
 def find_space(name: str | None) -> Path:
@@ -125,6 +133,27 @@ def _check_script_reads_keys(space: SearchSpace, sets: dict, where: str) -> None
     keys = {key: f"{space.source}: params.{key}" for key in space.params}
     keys.update({key: f"--set {key}" if key in sets else f"{space.source}: fixed.{key}" for key in space.fixed})
     check_script_keys(keys, script)
+
+
+def _check_source_sites(space: SearchSpace, sets: dict, where: str) -> str:
+    """Source mode: every swept and fixed key, and the seed's site, names exactly one site of the command's
+    script, and the script edits cleanly at the points and at both ends of every range; returns the
+    script's sha256, which pins the script every trial edits (sweep.source_sites)."""
+    script = script_of(space.trainer.command, os.getcwd(), where)
+    if script is None:
+        raise InputError(where, "runs no Python file, and source mode writes the keys into the script the "
+                                "command runs")
+    source = script.read_bytes()
+    sites = ScriptSites(source, script.name)
+    keys = {key: f"{space.source}: params.{key}" for key in space.params}
+    keys.update({key: f"--set {key}" if key in sets else f"{space.source}: fixed.{key}" for key in space.fixed})
+    if space.seed_site:
+        keys[space.seed_site] = f"{space.source}: seed"
+    sites.resolve_all(keys)
+    ends = [{k: p.probes()[i] for k, p in space.params.items()} for i in (0, -1)]
+    for values in [*space.points_to_evaluate, *ends]:
+        edit(sites, {**space.fixed, **values}, space.trainer.exprs, str(script))
+    return sha256(source)
 
 
 def _check_local_gpus(gpus: int) -> None:
@@ -182,7 +211,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     """Every check of `sweep run`'s input; nothing is written."""
     space_path = find_space(args.space)
     space = load_space(space_path).with_trainer(args.trainer_cmd or None, args.trainer_params)
-    sets = dict(parse_set(item) for item in args.sets)
+    sets = dict(parse_set(item, space.trainer.check_key) for item in args.sets)
     space = space.with_fixed(sets)
     trials = at_least(args.trials, "--trials")
     concurrency = at_least(args.concurrency, "--concurrency", minimum=0)
@@ -204,6 +233,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         _check_trainer_cmd(space.trainer.command, where)
         if space.trainer.env_mode and args.check_keys:
             _check_script_reads_keys(space, sets, where)
+        if space.trainer.source_mode:
+            space = space.pinned(_check_source_sites(space, sets, where))
     else:
         check_with_trainer(space, preset, world_size=trial.nproc)
         preflight.check_data(space.fixed, {k: f"--set {k}" if k in sets else f"{space.source}: fixed.{k}"
@@ -232,13 +263,15 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, scheduler=args.scheduler, sampler=args.sampler,
         max_failures=args.max_failures, mlflow_uri=mlflow_uri, storage=storage, results_dir=results_dir,
         cwd=os.getcwd(), address=args.address or "", trainer_cmd=space.trainer.command,
-        trainer_params=space.trainer.params, seed=args.seed, sets=sets, confirm=confirm,
-        confirm_seeds=confirm_seeds, stop_at=args.stop_at, budget_gpu_hours=args.budget_gpu_hours,
+        trainer_params=space.trainer.params, source_sha256=space.trainer.script_sha256, seed=args.seed, sets=sets,
+        confirm=confirm, confirm_seeds=confirm_seeds, stop_at=args.stop_at, budget_gpu_hours=args.budget_gpu_hours,
         noise_std=args.noise_std)
 
 
 def main(args: argparse.Namespace) -> int:
     plan = build_plan(args)
+    if args.dry_run:
+        return dry_run.show(plan)
     local_ray.listen_on_loopback(plan.address)
     from sweep.orchestration.driver import run_sweep
 

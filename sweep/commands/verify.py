@@ -2,7 +2,9 @@
 
 With NAME, the configuration is the best finished trial of that sweep (its swept values and the sweep's
 fixed keys) and the runs use the sweep's preset, stores, resources and trainer (an env-mode sweep's script
-gets every key, and the seed as SEED, in its environment); with `--config FILE`, the
+gets every key, and the seed as SEED, in its environment; a source-mode sweep's runs edit a copy of the
+script the sweep checked, the seed written at the space's seed site, or, when it names none, run repeats
+that differ by nondeterminism); with `--config FILE`, the
 keys of a trainer config file. Seeds 0..N-1 run as Tune trials of a verification named `<source>-verify`,
 on whole nodes like a sweep's trials, as many at once as the cluster holds. MLflow gets a parent run with
 role `verify` in the sweep's experiment (`verify` for a config file) and one child run per seed; the
@@ -18,23 +20,24 @@ import argparse
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sweep.errors import EXIT_OK, EXIT_SEEDS_FAILED, InputError
-from sweep.inputs.overrides import format_override, format_value, parse_set
+from sweep.inputs.overrides import check_key, format_override, format_value, parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
-from sweep.inputs.trainer_spec import ARGS, TrainerSpec
+from sweep.inputs.trainer_spec import TrainerSpec
 from sweep.orchestration import local_ray
 from sweep.report.live_text import display_settings
 from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown
 from sweep.stores import credentials, tracking, urls
 from sweep.stores import results_dir as results
 from sweep.stores.urls import DEFAULT_MLFLOW_URI
+from sweep.trial.command import edit_script
 from trainer.config import ConfigError, flatten, load_config
 
 HELP = "re-run the best config of a sweep (or a config file) over several seeds and test it (t-test)"
@@ -67,14 +70,13 @@ class VerifyPlan:
     concurrency: int = 0           # 0 = as many as the cluster holds
     max_failures: int = 1
     address: str = ""
-    trainer_cmd: str = ""
     best_trial: int | None = None  # the sweep trial whose config this is
-    trainer_params: str = ARGS     # how the keys, the seed included, reach trainer_cmd (sweep.inputs.trainer_spec)
-    trainer_env: dict[str, str] = field(default_factory=dict)
+    trainer: TrainerSpec = field(default_factory=TrainerSpec)   # how the keys, the seed included, reach it
 
     @property
-    def trainer(self) -> TrainerSpec:
-        return TrainerSpec(self.trainer_cmd, self.trainer_params, dict(self.trainer_env))
+    def runs(self) -> str:
+        """What the runs are: seeds, or repeats of a source-mode script that names no seed site."""
+        return "seeds" if self.trainer.seed_key else "repeats (the script names no seed site)"
 
     @property
     def what(self) -> str:
@@ -160,7 +162,9 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     at_least(args.concurrency, "--concurrency", 0)
     at_least(args.max_failures, "--max-failures", 0)
     display_settings()
-    sets = dict(parse_set(item) for item in args.sets)
+    sweep = None if args.config else load_plan(args.results_dir, args.name)
+    space = None if sweep is None else sweep.space()
+    sets = dict(parse_set(item, check_key if space is None else space.trainer.check_key) for item in args.sets)
     results_dir = results.normalize(args.results_dir)
     if args.config:
         path = Path(args.config)
@@ -175,8 +179,6 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         trainer = TrainerSpec(args.trainer_cmd or "")
         exports = bool(config.get("export.enabled", False))
     else:
-        sweep = load_plan(args.results_dir, args.name)
-        space = sweep.space()
         number, values = best_trial(sweep)
         config = {**space.fixed, **values, **sets}
         trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, like=sweep.resources)
@@ -184,9 +186,9 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         preset, experiment = args.preset or sweep.preset, args.experiment or sweep.experiment
         mlflow_uri = urls.absolute(credentials.mlflow_uri(args.mlflow_uri)) if args.mlflow_uri else sweep.mlflow_uri
         address = sweep.address if args.address is None else args.address
-        # An env-mode sweep's keys, and its seed, reach the script as environment variables (SEED) again.
-        trainer = TrainerSpec(sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd,
-                              space.trainer.params, space.trainer.env)
+        # The keys and the seed reach another program as they did in the sweep (environment variables, or
+        # written into a copy of the very script the sweep edited).
+        trainer = replace(space.trainer, command=sweep.trainer_cmd if args.trainer_cmd is None else args.trainer_cmd)
         # Another program's score is the sweep's own objective: one read from its evaluations after
         # training (roundtrip_val_bpb, eval.<label>.*) means it exports.
         exports = bool(config.get("export.enabled", space.objective.from_export))
@@ -196,13 +198,14 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     config.pop(trainer.seed_key, None)
     if not trainer.command:
         exports = bool(_check_with_trainer(preset, config, trial.nproc, where).export.enabled)
+    if trainer.source_mode:
+        edit_script(trainer, os.getcwd(), {**config, **({trainer.seed_key: seeds[-1]} if trainer.seed_key else {})})
     claim = make_claim(preset, args.target, exports)
     return VerifyPlan(
         name=results.free_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
         config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
         gpus_per_trial=trial.gpus, nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, concurrency=args.concurrency,
-        max_failures=args.max_failures, address=address, trainer_cmd=trainer.command, best_trial=number,
-        trainer_params=trainer.params, trainer_env=dict(trainer.env))
+        max_failures=args.max_failures, address=address, best_trial=number, trainer=trainer)
 
 
 def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan) -> list[SeedResult]:
@@ -233,8 +236,11 @@ def _run_seeds(plan: VerifyPlan, settings) -> None:
     started = start_ray(plan.address)
     try:
         # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
-        run_grid(settings, {s: {plan.trainer.seed_key: s} for s in plan.seeds}, name=plan.name, results_dir=plan.results_dir,
-                 concurrency=plan.concurrency, max_failures=plan.max_failures, metric="val_loss", mode="min")
+        # A script with no seed site runs repeats: trial i then only numbers run i.
+        seed_key = plan.trainer.seed_key
+        run_grid(settings, {s: {seed_key: s} if seed_key else {} for s in plan.seeds}, name=plan.name,
+                 results_dir=plan.results_dir, concurrency=plan.concurrency, max_failures=plan.max_failures,
+                 metric="val_loss", mode="min")
     finally:
         if started:
             ray.shutdown()
@@ -244,14 +250,15 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     """Run the seeds, then report; returns the exit code (0 when every seed gave a loss)."""
     from sweep.inputs.objective import Objective
     from sweep.orchestration.tuner import quiet_environment
-    from sweep.trial.runner import TrialSettings
+    from sweep.trial.command import TrialSettings
 
     quiet_environment()
     mlflow_client = tracking.client(plan.mlflow_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
     parent = _open_parent(plan, mlflow_client, experiment_id, command)
-    runs = f"`{plan.trainer_cmd}`" if plan.trainer_cmd else f"{plan.preset} preset"
-    print(f"verify {plan.name}: {len(plan.seeds)} seeds of {plan.what} ({runs}), {plan.claim.describe()}", flush=True)
+    runs = f"`{plan.trainer.command}`" if plan.trainer.command else f"{plan.preset} preset"
+    print(f"verify {plan.name}: {len(plan.seeds)} {plan.runs} of {plan.what} ({runs}), {plan.claim.describe()}",
+          flush=True)
     settings = TrialSettings(
         sweep=plan.name, preset=plan.preset, objective=Objective("val_loss"), run_root=str(plan.run_root),
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent,
@@ -261,7 +268,7 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     try:
         _run_seeds(plan, settings)
         results = seed_results(mlflow_client, experiment_id, parent, plan)
-        report = markdown(f"Verification of {plan.what}: {len(plan.seeds)} seeds", plan.claim, results)
+        report = markdown(f"Verification of {plan.what}: {len(plan.seeds)} {plan.runs}", plan.claim, results)
         print("\n" + report, flush=True)
         _log_report(mlflow_client, parent, plan.claim, results, report)
         complete = all(r.usable for r in results)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -61,12 +61,13 @@ def check_env_name(key: Any, where: str) -> str:
     return key
 
 
-def parse_set(item: str) -> tuple[str, Any]:
-    """`--set key=value` as (key, value), the value read as YAML like the trainer does."""
+def parse_set(item: str, check: Callable[[Any, str], str] = check_key) -> tuple[str, Any]:
+    """`--set key=value` as (key, value), the value read as YAML like the trainer does; `check` checks the key
+    as the trainer names its keys (by default a dotted config key)."""
     key, sep, raw = item.partition("=")
     if not sep:
         raise InputError("--set", f"{item!r} must look like key=value")
-    key = check_key(key.strip(), "--set")
+    key = check(key.strip(), "--set")
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:

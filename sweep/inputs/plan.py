@@ -45,7 +45,8 @@ class SweepPlan:
     cwd: str
     address: str = ""           # "" = a local Ray instance
     trainer_cmd: str = ""       # "" = the built-in trainer
-    trainer_params: str = ARGS  # how keys reach trainer_cmd: env | args (sweep.inputs.trainer_spec)
+    trainer_params: str = ARGS  # how keys reach trainer_cmd: env | args | source (sweep.inputs.trainer_spec)
+    source_sha256: str = ""     # source mode: the script the trials edit, as `sweep run` checked it
     seed: int | None = None
     sets: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str = ""
@@ -83,7 +84,7 @@ class SweepPlan:
 
     def space(self) -> SearchSpace:
         return (parse_space(self.space_text, self.space_file).with_trainer(self.trainer_cmd, self.trainer_params)
-                .with_fixed(self.sets))
+                .with_fixed(self.sets).pinned(self.source_sha256))
 
     def save(self) -> None:
         results.write_text(plan_path(self.results_dir, self.name), json.dumps(asdict(self), indent=2) + "\n")

@@ -97,12 +97,15 @@ def _check_sqlite_folder(url: str, flag: str) -> Path:
 
 
 def _open_optuna(url: str, flag: str) -> None:
-    from sweep.stores.study import make_storage
+    """Optuna opens the existing sqlite store, read-only: the check writes nothing (not even the lock file
+    of a first open, sweep.lock), and a database that is not Optuna's is refused rather than given tables."""
+    from sweep.stores.study import checked_storage
 
     try:
-        make_storage(url)
+        checked_storage(url)
     except Exception as e:
-        raise InputError(flag, f"cannot open {redact(url)}: {redact(str(e)).splitlines()[0]}") from None
+        raise InputError(flag, f"cannot open {redact(url)} as an Optuna storage: "
+                               f"{redact(str(e)).splitlines()[0]}") from None
 
 
 def _check_database(url: str, flag: str) -> None:

@@ -7,7 +7,8 @@ mode: min
 preset: speedrun          # optional with a trainer command
 trainer:                  # optional, another program (sweep.inputs.trainer_spec)
   command: torchrun --standalone --nproc_per_node=8 train_gpt.py
-  params: env             # env: keys are environment variables; args (default): key=value arguments
+  params: env             # env: keys are environment variables; args (default): key=value arguments;
+                          # source: keys are sites in the script (sweep.source_sites)
   env: {DATA_PATH: ./data/datasets/fineweb10B_sp1024/}
 params:                   # config key (env mode: environment variable) -> distribution
   fp8.x_s: {type: float, low: 0.02, high: 2.0, log: true}
@@ -19,13 +20,17 @@ points_to_evaluate:       # run first, in this order
 target: 3.28              # only for metric time_to_target
 diverged_value: 1.0e6     # optional, see sweep.objective
 confirm: {top: 2, seeds: 3}   # optional: what `sweep run --confirm` does by default
+seed: Hyperparameters.seed    # source mode only: the site of the script's seed, if it has one
 ```
+
+In source mode a param may also give `expr: "grad_scale * {}"`, the code its value is written into.
 
 For the built-in trainer, keys are checked against the trainer's schema (`trainer/presets/base.yaml`) and
 every point the file names, every choice, both ends of every range and every value of a small int range
 (a spread sample of a large one) is resolved by the trainer's own config loader, so a value the trainer
 would refuse at launch is refused here instead. For another program in env mode,
-keys must be environment variable names, and `sweep.inputs.script_keys` checks that its script reads them.
+keys must be environment variable names, and `sweep.inputs.script_keys` checks that its script reads them; in
+source mode they are site addresses, which `sweep run` resolves in the script.
 """
 from __future__ import annotations
 
@@ -40,16 +45,17 @@ import yaml
 
 from sweep.errors import InputError
 from sweep.inputs.objective import OBJECTIVE_MODES, Objective, check_metric
-from sweep.inputs.overrides import check_env_name, check_key, format_overrides
+from sweep.inputs.overrides import format_overrides
+from sweep.inputs.source_sites import check_address, check_template
 from sweep.inputs.trainer_spec import TrainerSpec, parse_trainer_block
 from trainer.config import ConfigError, flatten, load_config, preset_names
 from trainer.export.schemes import get_scheme
 
 TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "points_to_evaluate", "target",
-            "diverged_value", "confirm")
+            "diverged_value", "confirm", "seed")
 CONFIRM_KEYS = {"top": 1, "seeds": 2}   # the `confirm:` block's keys and their smallest values
-PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low", "high", "log", "step"),
-              "categorical": ("type", "choices")}
+PARAM_KEYS = {"float": ("type", "low", "high", "log", "step", "expr"),
+              "int": ("type", "low", "high", "log", "step", "expr"), "categorical": ("type", "choices", "expr")}
 SMALL_INT_RANGE = 64   # an int range with at most this many values is checked value by value
 PROBE_SAMPLE = 64      # values checked across a larger int range
 
@@ -63,6 +69,7 @@ class Param:
     log: bool = False
     step: float | int | None = None
     choices: tuple = ()
+    expr: str = ""               # source mode: the code the value is written into, `{}` where it goes
 
     def distribution(self) -> d.BaseDistribution:
         if self.type == "float":
@@ -112,6 +119,7 @@ class SearchSpace:
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
     confirm: dict[str, int] = field(default_factory=dict)   # the `confirm:` block: top, seeds
+    seed_site: str = ""          # `seed:`, the site of the script's seed (source mode)
     source: str = ""
     text: str = ""
 
@@ -135,10 +143,21 @@ class SearchSpace:
         """The same space run by `command` with `params` (None: as the file says), checked for that trainer."""
         where = f"{self.source}: trainer.params" if params is None else "--trainer-params"
         trainer = replace(self.trainer, command=self.trainer.command if command is None else command,
-                          params=self.trainer.params if params is None else params)
+                          params=self.trainer.params if params is None else params, seed_site=self.seed_site,
+                          exprs={k: p.expr for k, p in self.params.items() if p.expr})
         if trainer.env_mode and not trainer.command:
             raise InputError(where, "env mode passes the keys as environment variables to another program: "
                                     "name it with trainer.command or --trainer-cmd")
+        if trainer.source_mode and not trainer.command:
+            raise InputError(where, "source mode writes the keys into the script another program runs: name "
+                                    "it with trainer.command or --trainer-cmd")
+        if not trainer.source_mode:
+            if self.seed_site:
+                raise InputError(f"{self.source}: seed", f"names the seed's site in the script, which only "
+                                                         f"source mode has (this space runs in {trainer.params} mode)")
+            for key in trainer.exprs:
+                raise InputError(f"{self.source}: params.{key}.expr", f"a template is for source mode (this space "
+                                                                      f"runs in {trainer.params} mode)")
         if not trainer.command and not self.preset:
             raise InputError(f"{self.source}: preset", f"the built-in trainer needs a preset "
                                                        f"(known: {', '.join(preset_names())})")
@@ -148,12 +167,14 @@ class SearchSpace:
         return space
 
     def _check_keys_for_trainer(self, keys: dict[str, Any], where: str) -> None:
-        if not self.trainer.env_mode:
-            return
         for key in keys:
-            check_env_name(key, where)
-            if key in self.trainer.env:
+            self.trainer.check_key(key, where)
+            if self.trainer.env_mode and key in self.trainer.env:
                 raise InputError(where, f"{key} is also set in trainer.env; set it in one place")
+
+    def pinned(self, script_sha256: str) -> "SearchSpace":
+        """The same space, its trials editing only the script whose sha256 this is (source mode)."""
+        return replace(self, trainer=replace(self.trainer, script_sha256=script_sha256))
 
     def distributions(self) -> dict[str, Any]:
         return {key: p.distribution() for key, p in self.params.items()}
@@ -183,6 +204,7 @@ def _param(key: str, spec: Any, where: str) -> Param:
         if extra not in PARAM_KEYS[kind]:
             raise InputError(f"{where}.{extra}", f"unknown field for a {kind} parameter "
                                                  f"(known: {', '.join(PARAM_KEYS[kind])})")
+    expr = "" if "expr" not in spec else check_template(spec["expr"], f"{where}.expr")
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -192,7 +214,7 @@ def _param(key: str, spec: Any, where: str) -> Param:
                 raise InputError(f"{where}.choices", f"{c!r} is not a single value")
         if len({(type(c), c) for c in choices}) != len(choices):
             raise InputError(f"{where}.choices", "lists a value twice")
-        return Param(key, kind, choices=tuple(choices))
+        return Param(key, kind, choices=tuple(choices), expr=expr)
     integer = kind == "int"
     for bound in ("low", "high"):
         if bound not in spec:
@@ -215,7 +237,7 @@ def _param(key: str, spec: Any, where: str) -> Param:
             raise InputError(f"{where}.step", "cannot be combined with log: true")
         if integer and (high - low) % step:
             raise InputError(f"{where}.step", f"{high - low} (high - low) is not a multiple of {step}")
-    return Param(key, kind, low=low, high=high, log=log, step=step)
+    return Param(key, kind, low=low, high=high, log=log, step=step, expr=expr)
 
 
 def _confirm_block(value: Any, source: str) -> dict[str, int]:
@@ -260,6 +282,38 @@ def _mapping(data: dict, key: str, where: str) -> dict:
     return value
 
 
+def _points(data: dict, params: dict[str, Param], source: str) -> list[dict[str, Any]]:
+    points = data.get("points_to_evaluate") or []
+    if not isinstance(points, list):
+        raise InputError(f"{source}: points_to_evaluate", "must be a list of mappings")
+    for i, point in enumerate(points):
+        where = f"{source}: points_to_evaluate[{i}]"
+        if not isinstance(point, dict):
+            raise InputError(where, "must be a mapping of swept keys to values")
+        for key, value in point.items():
+            if key not in params:
+                close = difflib.get_close_matches(key, list(params), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise InputError(f"{where}.{key}", f"is not a swept parameter of this space{hint}")
+            if not params[key].contains(value):
+                raise InputError(f"{where}.{key}", f"{value!r} lies outside the parameter's range or choices")
+        missing = [k for k in params if k not in point]
+        if missing:
+            raise InputError(where, f"gives no value for {', '.join(missing)}")
+    return [dict(p) for p in points]
+
+
+def _seed_site(data: dict, params: dict[str, Param], fixed: dict[str, Any], source: str) -> str:
+    site = data.get("seed") or ""
+    if site:
+        check_address(site, f"{source}: seed")
+        for section, keys in (("params", params), ("fixed", fixed)):
+            if site in keys:
+                raise InputError(f"{source}: seed", f"{site} is also in {section}; the seed's site is what "
+                                                    f"confirmation and verify runs set")
+    return site
+
+
 def parse_space(text: str, source: str) -> SearchSpace:
     """Parse and structurally check a space; `source` names it in errors (usually the file path)."""
     try:
@@ -279,7 +333,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
     if preset and preset not in preset_names():
         raise InputError(f"{source}: preset", f"unknown preset {preset!r} (known: {', '.join(preset_names())})")
     trainer = parse_trainer_block(data.get("trainer"), source)
-    check_name = check_env_name if trainer.env_mode else check_key
+    check_name = trainer.check_key
 
     raw_params = _mapping(data, "params", source)
     if not raw_params:
@@ -296,27 +350,10 @@ def parse_space(text: str, source: str) -> SearchSpace:
         if isinstance(value, (dict, list)) or value is None:
             raise InputError(f"{source}: fixed.{key}", f"expected a single value, got {value!r}")
 
-    points = data.get("points_to_evaluate") or []
-    if not isinstance(points, list):
-        raise InputError(f"{source}: points_to_evaluate", "must be a list of mappings")
-    for i, point in enumerate(points):
-        where = f"{source}: points_to_evaluate[{i}]"
-        if not isinstance(point, dict):
-            raise InputError(where, "must be a mapping of swept keys to values")
-        for key, value in point.items():
-            if key not in params:
-                close = difflib.get_close_matches(key, list(params), n=1)
-                hint = f"; did you mean {close[0]}?" if close else ""
-                raise InputError(f"{where}.{key}", f"is not a swept parameter of this space{hint}")
-            if not params[key].contains(value):
-                raise InputError(f"{where}.{key}", f"{value!r} lies outside the parameter's range or choices")
-        missing = [k for k in params if k not in point]
-        if missing:
-            raise InputError(where, f"gives no value for {', '.join(missing)}")
     return SearchSpace(name=name, objective=objective, preset=preset,
-                       params=params, fixed=dict(fixed), points_to_evaluate=[dict(p) for p in points],
-                       trainer=trainer, confirm=_confirm_block(data.get("confirm"), source), source=source,
-                       text=text)
+                       params=params, fixed=dict(fixed), points_to_evaluate=_points(data, params, source),
+                       trainer=trainer, confirm=_confirm_block(data.get("confirm"), source),
+                       seed_site=_seed_site(data, params, fixed, source), source=source, text=text)
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -1,7 +1,8 @@
 """A sweep's confirmation (`sweep run --confirm K`): once the search has ended, the top K distinct
 configurations and the baseline (trial 0: the space's first point) run again on the same seeds 1..N, so
 seed effects cancel in their differences, and the confirmed leaderboard says which beat the baseline
-beyond noise (sweep.report.confirm_report).
+beyond noise (sweep.report.confirm_report). A source-mode script that names no seed site runs N repeats of each
+configuration instead, compared unpaired (`paired`).
 
 The seeds run as Tune trials on whole nodes like the search's (sweep.orchestration.seed_grid), in the Tune experiment
 `<results-dir>/<name>-confirm`. In MLflow the confirmation is a parent run of role `confirm` nested under
@@ -23,7 +24,7 @@ from sweep.report.verify_claim import RESULT_STATES
 from sweep.stores import results_dir as results
 from sweep.stores import tracking
 from sweep.stores.study import load_study
-from sweep.trial.runner import TrialSettings
+from sweep.trial.command import TrialSettings
 
 ROLE = "confirm"
 MARKDOWN_ARTIFACT = "confirm.md"
@@ -43,6 +44,13 @@ def pick_trials(rows: list[TrialRow], params: dict[int, dict[str, Any]], top: in
         if all(params[row.number] != params[n] for n in chosen):
             chosen.append(row.number)
     return chosen
+
+
+def paired(space: SearchSpace) -> bool:
+    """Whether every configuration runs the same seeds, so the seed's effect cancels in the differences to
+    the baseline (a paired design), or, for a source-mode script that names no seed site, runs repeats
+    whose differences are tested unpaired (Welch's t-test)."""
+    return bool(space.trainer.seed_key)
 
 
 def seeds(plan: SweepPlan) -> list[int]:
@@ -80,7 +88,8 @@ def run(plan: SweepPlan, space: SearchSpace, values: dict[int, dict[str, Any]], 
     """Run (or continue) the confirmation's trials on the Ray the driver started."""
     from sweep.orchestration.seed_grid import run_grid
 
-    table = {number: {**values[plan.confirm_trials[c]], space.trainer.seed_key: seed}
+    seed_key = space.trainer.seed_key
+    table = {number: {**values[plan.confirm_trials[c]], **({seed_key: seed} if paired(space) else {})}
              for number, (c, seed) in trial_numbers(plan).items()}
     settings = TrialSettings(
         sweep=plan.confirm_name, preset=plan.preset, objective=space.objective,
@@ -88,8 +97,10 @@ def run(plan: SweepPlan, space: SearchSpace, values: dict[int, dict[str, Any]], 
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=plan.confirm_run_id,
         fixed=dict(space.fixed), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
         trainer=space.trainer, seed=plan.seed or 0)
+    runs = (f"on seeds 1..{plan.confirm_seeds}" if paired(space) else
+            f"{plan.confirm_seeds} times each (the script names no seed site: unpaired repeats)")
     print(f"confirmation {plan.confirm_name}: trials {', '.join(map(str, plan.confirm_trials))} (the baseline "
-          f"first) on seeds 1..{plan.confirm_seeds}: {len(table)} runs", flush=True)
+          f"first) {runs}: {len(table)} runs", flush=True)
     run_grid(settings, table, name=plan.confirm_name, results_dir=plan.results_dir, concurrency=plan.concurrency,
              max_failures=plan.max_failures, metric=space.metric, mode=space.mode, interrupts=interrupts)
 

@@ -34,7 +34,8 @@ from sweep.stores import results_dir as results
 from sweep.stores import tracking
 from sweep.stores.child_run import close_unfinished_children, record_ended
 from sweep.stores.study import create_study, load_study
-from sweep.trial.runner import FINAL_KEY, TRIAL_NUMBER_KEY, TrialSettings
+from sweep.trial.command import TrialSettings, search_settings
+from sweep.trial.runner import FINAL_KEY, TRIAL_NUMBER_KEY
 from trainer.protocol import OK
 
 ASHA_REDUCTION = 2
@@ -194,8 +195,9 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
 
 def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, resume: bool,
                 interrupts: Interrupts, command: str) -> int:
-    keys_as = "environment variables" if space.trainer.env_mode else "arguments"
-    runs = f"`{plan.trainer_cmd}` with the keys as {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
+    keys_as = {"env": "as environment variables", "args": "as arguments",
+               "source": "written into a copy of its script"}[space.trainer.params]
+    runs = f"`{plan.trainer_cmd}` with the keys {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
     print(f"sweep {plan.name}: {plan.trials} trials of {plan.space_file} ({space.metric}, {space.mode}), "
           f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
     outcome = "KILLED"
@@ -224,11 +226,7 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
 def _search(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, resume: bool,
             interrupts: Interrupts) -> int:
     """Run (or continue) the search; returns its exit code."""
-    settings = TrialSettings(
-        sweep=plan.name, preset=plan.preset, objective=space.objective, run_root=str(plan.run_root.resolve()),
-        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id,
-        parent_run_id=plan.parent_run_id, fixed=dict(space.fixed), nproc=plan.nproc_per_trial,
-        gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer=space.trainer, seed=plan.seed or 0)
+    settings = search_settings(plan, space, experiment_id)
     shared_input = {**space.trainer.env, **space.fixed}
     if resume and tune.Tuner.can_restore(plan.tune_path):
         tuner = restore_tuner(settings, plan.tune_path)
@@ -273,7 +271,7 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
         if interrupts.received:
             return None, EXIT_INTERRUPTED
         report = build_report(confirm.configs(plan, values, mlflow_client, experiment_id), space.objective,
-                              confirm.seeds(plan))
+                              confirm.seeds(plan), paired=confirm.paired(space))
         text = confirm_markdown(report, confirm_title(plan))
         for run_id in (plan.confirm_run_id, plan.parent_run_id):
             mlflow_client.log_text(run_id, text, confirm.MARKDOWN_ARTIFACT)

@@ -29,7 +29,7 @@ from ray.tune.search import Searcher
 
 from sweep.inputs.space import SearchSpace
 from sweep.orchestration.launch_gate import LaunchGate
-from sweep.stores.study import make_sampler, make_storage
+from sweep.stores.study import make_sampler, make_storage, next_trial
 from sweep.trial.runner import FINAL_KEY, OBJECTIVE_KEY, TRIAL_NUMBER_KEY
 
 ADOPTABLE = (TrialState.RUNNING, TrialState.COMPLETE)
@@ -79,11 +79,7 @@ class StudySearcher(Searcher):
         return next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
 
     def _ask(self, trial_id: str) -> tuple[int, dict]:
-        study = self.study
-        asked = len(study.get_trials(deepcopy=False))
-        if asked < len(self._points):
-            study.enqueue_trial(self._points[asked])
-        trial = study.ask(self._distributions)
+        trial = next_trial(self.study, self._points, self._distributions)
         self._trials[trial_id] = trial
         return trial.number, trial.params
 

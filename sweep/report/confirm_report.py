@@ -1,7 +1,10 @@
 """The confirmed leaderboard of a sweep (`sweep run --confirm`): per configuration the mean and std over the
 paired seeds, the 95% t-interval of the mean, the paired difference to the baseline and its one-sided
 p-value (`scipy.stats.ttest_rel`, sweep.report.stats.paired_test), and the verdict at p < 0.01; the winner only
-when it is significant, and otherwise what difference the seeds could have detected. No Ray, no MLflow.
+when it is significant, and otherwise what difference the seeds could have detected. Repeats of a script
+with no seed (an unpaired confirmation) are compared by the difference of the means and Welch's t-test
+(`scipy.stats.ttest_ind(..., equal_var=False)`, sweep.report.stats.welch_test), and the report says they are
+unpaired. No Ray, no MLflow.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class ConfigLine:
     mean: float | None
     std: float | None
     ci: tuple[float, float] | None
-    diff: float | None                # mean paired difference to the baseline (config - baseline)
+    diff: float | None                # mean (paired) difference to the baseline (config - baseline)
     p_value: float | None
     better: bool
 
@@ -49,35 +52,47 @@ class ConfirmReport:
     detectable: float | None          # the smallest difference the seeds detect (baseline's std)
     alpha: float = stats.RECORD_ALPHA
     winner: ConfigLine | None = None
+    paired: bool = True               # False: repeats without a seed, compared unpaired
 
     @property
     def baseline(self) -> ConfigLine:
         return self.lines[0]
 
 
-def _line(config: ConfirmedConfig, baseline: dict[int, float] | None, mode: str, alpha: float) -> ConfigLine:
+def _compare(losses: dict[int, float], baseline: dict[int, float], mode: str,
+             paired: bool) -> tuple[float | None, float | None]:
+    """(difference to the baseline, one-sided p-value): seed by seed when `paired`, else of the means."""
+    if paired:
+        seeds = [s for s in losses if s in baseline]
+        mine, theirs = [losses[s] for s in seeds], [baseline[s] for s in seeds]
+    else:
+        mine, theirs = list(losses.values()), list(baseline.values())
+    if len(mine) < 2 or len(theirs) < 2:
+        return None, None
+    if paired:
+        return sum(m - t for m, t in zip(mine, theirs)) / len(mine), stats.paired_test(mine, theirs, mode)
+    return sum(mine) / len(mine) - sum(theirs) / len(theirs), stats.welch_test(mine, theirs, mode)
+
+
+def _line(config: ConfirmedConfig, baseline: dict[int, float] | None, mode: str, alpha: float,
+          paired: bool) -> ConfigLine:
     losses = config.losses()
     values = list(losses.values())
     std, mean = stats.std_mean(values) if len(values) >= 2 else (None, values[0] if values else None)
     ci = stats.t_interval(values, CONFIDENCE) if len(values) >= 2 else None
-    diff = p = None
-    if baseline is not None:
-        paired = [s for s in losses if s in baseline]
-        if len(paired) >= 2:
-            mine, theirs = [losses[s] for s in paired], [baseline[s] for s in paired]
-            diff = sum(m - t for m, t in zip(mine, theirs)) / len(paired)
-            p = stats.paired_test(mine, theirs, mode)
+    diff, p = (None, None) if baseline is None else _compare(losses, baseline, mode, paired)
     return ConfigLine(config, len(values), mean, std, ci, diff, p, p is not None and p < alpha)
 
 
 def build_report(configs: list[ConfirmedConfig], objective: Objective, seeds: list[int],
-                 alpha: float = stats.RECORD_ALPHA) -> ConfirmReport:
-    """The report of `configs` (the baseline first), each run on `seeds`."""
-    base = _line(configs[0], None, objective.mode, alpha)
-    lines = [base] + [_line(c, configs[0].losses(), objective.mode, alpha) for c in configs[1:]]
+                 alpha: float = stats.RECORD_ALPHA, paired: bool = True) -> ConfirmReport:
+    """The report of `configs` (the baseline first), each run on `seeds` (when not `paired`, `seeds` number
+    the repeats of a script that has no seed)."""
+    base = _line(configs[0], None, objective.mode, alpha, paired)
+    lines = [base] + [_line(c, configs[0].losses(), objective.mode, alpha, paired) for c in configs[1:]]
     pooled = stats.pooled_std([list(c.losses().values()) for c in configs])
     detectable = None if base.std is None else stats.detectable_difference(base.std, len(seeds), alpha, POWER)
-    report = ConfirmReport(objective, seeds, lines, pooled, detectable, alpha)
+    report = ConfirmReport(objective, seeds, lines, pooled, detectable, alpha, paired=paired)
     better = [line for line in lines[1:] if line.better]
     if better:
         sign = 1.0 if objective.mode == "min" else -1.0
@@ -105,11 +120,15 @@ def markdown(report: ConfirmReport, title: str) -> str:
     metric, alpha = report.objective.metric, report.alpha
     better = "lower" if report.objective.mode == "min" else "higher"
     seeds = ", ".join(str(s) for s in report.seeds)
-    out = [f"### {title}", "",
-           f"{metric} ({better} is better). Every configuration ran seeds {seeds}, the baseline's seeds, so the "
-           f"differences are paired seed by seed; p is the one-sided paired t-test of the per-seed differences "
-           f"(`scipy.stats.ttest_rel(config, baseline, alternative=\"{'less' if better == 'lower' else 'greater'}\")`), "
-           f"judged at p < {alpha:g}.", "",
+    alternative = "less" if better == "lower" else "greater"
+    design = (f"Every configuration ran seeds {seeds}, the baseline's seeds, so the differences are paired seed "
+              f"by seed; p is the one-sided paired t-test of the per-seed differences "
+              f"(`scipy.stats.ttest_rel(config, baseline, alternative=\"{alternative}\")`)" if report.paired else
+              f"The script has no seed, so every configuration ran {len(report.seeds)} repeats that differ only by "
+              f"nondeterminism: the runs are unpaired, the difference is that of the means, and p is the one-sided "
+              f"Welch's t-test (`scipy.stats.ttest_ind(config, baseline, equal_var=False, "
+              f"alternative=\"{alternative}\")`)")
+    out = [f"### {title}", "", f"{metric} ({better} is better). {design}, judged at p < {alpha:g}.", "",
            f"| configuration | seeds | mean | std | {CONFIDENCE:.0%} CI | diff to baseline | p (one-sided) | verdict |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, line in enumerate(report.lines):
@@ -118,7 +137,7 @@ def markdown(report: ConfirmReport, title: str) -> str:
         p = "-" if line.p_value is None else stats.format_p(line.p_value)
         out.append(f"| {_config_name(line, i == 0)} | {line.n} | {_num(line.mean)} | {_num(line.std)} | {ci} | "
                    f"{diff} | {p} | {_verdict(line, i == 0, alpha)} |")
-    out += ["", "| seed | " + " | ".join(_config_name(line, i == 0) for i, line in enumerate(report.lines)) + " |",
+    out += ["", f"| {'seed' if report.paired else 'repeat'} | " + " | ".join(_config_name(line, i == 0) for i, line in enumerate(report.lines)) + " |",
             "| --- |" + " --- |" * len(report.lines)]
     for seed in report.seeds:
         cells = []
@@ -137,14 +156,16 @@ def _conclusion(report: ConfirmReport) -> list[str]:
     if winner is not None:
         values = ", ".join(f"{k}={fmt(v)}" for k, v in winner.config.values.items())
         lines.append(f"**Winner: trial {winner.config.trial}** ({values}): {metric} {winner.mean:.6g} against the "
-                     f"baseline's {base.mean:.6g}, a paired difference of {winner.diff:+.4g} at "
-                     f"p = {stats.format_p(winner.p_value)} (p < {alpha:g}).")
+                     f"baseline's {base.mean:.6g}, {'a paired' if report.paired else 'an unpaired'} difference of "
+                     f"{winner.diff:+.4g} at p = {stats.format_p(winner.p_value)} (p < {alpha:g}).")
     else:
         lines.append(f"**No configuration beat the baseline beyond noise** (none has p < {alpha:g}).")
         if report.detectable is not None:
             lines.append(
-                f"With {n} seeds and the baseline's seed std {base.std:.4g}, the smallest paired difference these "
-                f"seeds detect at p < {alpha:g} with {POWER:.0%} power is {report.detectable:.4g}: "
+                (f"With {n} seeds and the baseline's seed std {base.std:.4g}, the smallest paired difference these "
+                 f"seeds detect" if report.paired else
+                 f"With {n} repeats and the baseline's std {base.std:.4g}, the smallest difference these repeats "
+                 f"detect") + f" at p < {alpha:g} with {POWER:.0%} power is {report.detectable:.4g}: "
                 f"(t_{{{1 - alpha:g}, {n - 1}}} + t_{{{POWER:g}, {n - 1}}}) x sqrt(2) x {base.std:.4g} / sqrt({n}).")
     if report.pooled_std is not None:
         lines.append(f"Pooled seed std {report.pooled_std:.4g}: the search leaderboard's noise floor is "

@@ -54,7 +54,7 @@ def from_run(run, keys: list[str]) -> TrialRow:
         number=int(tags[tracking.TAG_TRIAL_NUMBER]), run_id=run.info.run_id, name=run.info.run_name,
         status=RUNNING if live else tags.get(tracking.TAG_STATUS, run.info.status.lower()),
         objective=None if live else metrics.get(tracking.OBJECTIVE_METRIC),
-        params={k: param_value(run.data.params.get(k)) for k in keys}, metrics=dict(metrics),
+        params={k: param_value(run.data.params.get(tracking.param_name(k))) for k in keys}, metrics=dict(metrics),
         objective_from="" if live else tags.get(tracking.TAG_OBJECTIVE_FROM, ""))
 
 

@@ -112,6 +112,10 @@ class ChildRun:
         """Upload `path` (if it exists by then) under `artifact_dir` when the run closes."""
         self._extra_files.append((path, artifact_dir))
 
+    def attach_text(self, text: str, artifact_file: str) -> None:
+        """Record `text` as the artifact `artifact_file` of the open run now (a later attempt replaces it)."""
+        self.client.log_text(self.run_id, text, artifact_file)
+
     def recorded_result(self) -> dict[str, Any] | None:
         """The final result of an earlier attempt that finished, if there is one."""
         for run in self._earlier:
@@ -144,7 +148,7 @@ class ChildRun:
                           tracking.TAG_EVAL_LABELS):
                 if stale in run.data.tags:
                     self.client.delete_tag(self.run_id, stale)
-            params = {k: v for k, v in params.items() if k not in run.data.params}
+            params = {k: v for k, v in params.items() if tracking.param_name(k) not in run.data.params}
             logged = tracking.logged_points(self.client, run)
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         else:

@@ -1,12 +1,14 @@
 """Optuna pieces that need no Ray: the samplers a sweep can use and the study storage."""
 from __future__ import annotations
 
+import urllib.parse
 import warnings
 
 import optuna
 
 from sweep.errors import InputError
 from sweep.stores import credentials, lock
+from sweep.stores.urls import sqlite_path
 
 SAMPLERS = ("tpe", "cmaes", "gp")
 
@@ -32,6 +34,15 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url)
 
 
+def checked_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage at `url` opened for a check, which writes nothing: an existing sqlite file read-only
+    (without the lock file of a first open, which only creating a store needs); a server as `make_storage`."""
+    path = sqlite_path(url)
+    if path is None:
+        return make_storage(url)
+    return optuna.storages.RDBStorage(f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&uri=true")
+
+
 def create_study(url: str, name: str, mode: str) -> None:
     """Create the study; optuna.exceptions.DuplicatedStudyError if the storage already has one of that name
     (the storage's unique study names make this the atomic step that claims a name)."""
@@ -40,8 +51,17 @@ def create_study(url: str, name: str, mode: str) -> None:
 
 
 def study_exists(url: str, name: str) -> bool:
-    return name in optuna.study.get_all_study_names(storage=make_storage(url))
+    return name in optuna.study.get_all_study_names(storage=checked_storage(url))
 
 
 def load_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=make_storage(url))
+
+
+def next_trial(study: optuna.Study, points: list[dict], distributions: dict) -> optuna.trial.Trial:
+    """Ask `study` for its next trial: the next of the space's `points` while any is left, else a sample.
+    Each point is enqueued just before the ask that takes it, so no WAITING trial is ever left behind."""
+    asked = len(study.get_trials(deepcopy=False))
+    if asked < len(points):
+        study.enqueue_trial(points[asked])
+    return study.ask(distributions)

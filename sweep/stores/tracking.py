@@ -150,10 +150,16 @@ def child_runs(mlflow_client, experiment_id: str, parent_run_id: str, trial_numb
     return search_all(mlflow_client, [experiment_id], child_filter(parent_run_id, trial_number))
 
 
+def param_name(key: str) -> str:
+    """The MLflow param that holds a key: the key itself, but for the `@` of a source-mode site address
+    (`CastedLinear.x_s@1029`), a character MLflow refuses in a name, written `:`."""
+    return key.replace("@", ":")
+
+
 def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in params.items()]
+    items = [Param(param_name(k), v) for k, v in params.items()]
     for i in range(0, len(items), _PARAM_BATCH):
         mlflow_client.log_batch(run_id, params=items[i:i + _PARAM_BATCH])
 

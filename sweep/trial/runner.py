@@ -1,9 +1,8 @@
 """One trial: launch the trainer on the trial's node, follow its events, report to Tune, record in MLflow.
 
-The trainer is `torchrun --standalone --nproc_per_node=N -m trainer --preset P --run-dir DIR key=value...`
-or another program (sweep.inputs.trainer_spec) with the run directory in `$SWEEP_RUN_DIR`: `CMD key=value...` in
-args mode, or `CMD` with every key an environment variable in env mode, where the trial also sets `RUN_ID`
-(its name) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
+What it launches is sweep.trial.command's: the built-in trainer, or another program (sweep.inputs.trainer_spec)
+with the keys as arguments, environment variables, or written into the trial's copy of its script (source
+mode, whose child run also records the copy's diff to the original and its sha256). Every `val`
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
 then retries it per `FailureConfig`, but the retry of a trainer that rejected its input, exit code 2, ends
@@ -13,106 +12,44 @@ failed, the worker killed), every process the trainer started is ended with it (
 from __future__ import annotations
 
 import os
-import shlex
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
+from sweep.errors import InputError
 from sweep.inputs.objective import Objective
-from sweep.inputs.overrides import format_override, format_overrides, format_value
-from sweep.inputs.trainer_spec import SEED_ENV, TrainerSpec
 from sweep.runlog.events import EventTail, LineTail, RunState
 from sweep.runlog.logparse import LiveLog
 from sweep.stores import tracking
 from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, result_tags, trial_label
-from sweep.stores.credentials import SECRET_ENV
-from sweep.trial.process import SupervisedProcess, package_pythonpath
+from sweep.trial.command import (
+    RUN_ID_ENV,
+    SOURCE_DIFF,
+    TrialSettings,
+    build_command,
+    edit_script,
+    source_diff,
+    trial_env,
+    trial_params,
+    trial_variables,
+    write_copy,
+)
+from sweep.trial.process import SupervisedProcess
 from sweep.trial.progress import TrialProgress
 from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
 
 TRIAL_NUMBER_KEY = "trial_number"   # put into each trial's config by the searcher
 FINAL_KEY = "reached_final"         # True only on a result made from the trainer's final event
 OBJECTIVE_KEY = tracking.OBJECTIVE_METRIC
-RUN_DIR_ENV = "SWEEP_RUN_DIR"
-RUN_ID_ENV = "RUN_ID"                     # the trial's identity in env mode, with SEED_ENV
 SCRIPT_LOGS = "logs"                      # where upstream scripts write logs/<RUN_ID>.txt, from their cwd
-COMPILE_CACHE = "gpt-sweep-compile-cache"
 TAIL_LINES = 40
 
 
 class TrialFailed(RuntimeError):
     """The trainer crashed, was rejected, or ended without a result."""
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """Everything a trial needs besides its swept values; the same for every trial of a sweep."""
-
-    sweep: str
-    preset: str
-    objective: Objective
-    run_root: str
-    cwd: str
-    mlflow_uri: str
-    experiment_id: str
-    parent_run_id: str
-    fixed: dict[str, Any] = field(default_factory=dict)
-    nproc: int = 1
-    gpus: int = 0
-    cpus: int = 1
-    trainer: TrainerSpec = field(default_factory=TrainerSpec)
-    seed: int = 0                 # env mode: trial N gets SEED = seed + N
-    poll_s: float = 0.2
-    flush_s: float = 10.0
-
-
-def build_command(settings: TrialSettings, values: dict[str, Any], run_dir: Path) -> list[str]:
-    if settings.trainer.command:
-        overrides = [] if settings.trainer.env_mode else format_overrides(settings.fixed, values)
-        return [*shlex.split(settings.trainer.command), *overrides]
-    overrides = format_overrides(settings.fixed, values)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    if "compile.cache_dir" not in settings.fixed:
-        # One folder per node for all trials, so later trials reuse what earlier ones compiled.
-        overrides.append(format_override("compile.cache_dir", str(Path(tempfile.gettempdir()) / COMPILE_CACHE)))
-    return [*launcher, "--standalone", f"--nproc_per_node={settings.nproc}", "-m", "trainer",
-            "--preset", settings.preset, "--run-dir", str(run_dir), *overrides]
-
-
-def trial_variables(settings: TrialSettings, values: dict[str, Any], trial_name: str, number: int) -> dict[str, str]:
-    """The environment variables the sweep sets for the command: `trainer.env`, and in env mode also the
-    trial's identity and every fixed and swept key (the space's own values win over the identity)."""
-    spec = settings.trainer
-    if not spec.env_mode:
-        return dict(spec.env)
-    identity = {RUN_ID_ENV: trial_name, SEED_ENV: str(settings.seed + number)}
-    return {**identity, **spec.env, **{k: spec.text(v) for k, v in {**settings.fixed, **values}.items()}}
-
-
-def trial_env(settings: TrialSettings, run_dir: Path, variables: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # the stores are the sweep's business
-    env["PYTHONPATH"] = package_pythonpath()
-    # Each rank gets its share of the trial's CPUs; torch would otherwise start one thread per core of
-    # the node in every rank of every trial.
-    env["OMP_NUM_THREADS"] = str(max(1, settings.cpus // settings.nproc))
-    env.update(variables)
-    env[RUN_DIR_ENV] = str(run_dir)
-    return env
-
-
-def trial_params(settings: TrialSettings, values: dict[str, Any], variables: dict[str, str]) -> dict[str, str]:
-    """The child run's params: in env mode every variable the command got, as it got it; otherwise every
-    fixed and swept key, plus `trainer.env`."""
-    if settings.trainer.env_mode:
-        return dict(variables)
-    return {**{k: format_value(v) for k, v in {**settings.fixed, **values}.items()}, **variables}
 
 
 def fresh_run_dir(run_root: str, number: int) -> Path:
@@ -207,10 +144,22 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     variables = trial_variables(settings, values, ctx.get_trial_name(), number)
     if settings.trainer.env_mode:
         child.also_log(Path(settings.cwd) / SCRIPT_LOGS / f"{variables[RUN_ID_ENV]}.txt", SCRIPT_LOGS)
-    child.start(ctx.get_trial_name(), trial_params(settings, values, variables), {
+    source, rejected = None, None
+    if settings.trainer.source_mode:
+        try:
+            source = edit_script(settings.trainer, settings.cwd, {**settings.fixed, **values})
+        except InputError as e:
+            rejected = str(e)
+    child.start(ctx.get_trial_name(), trial_params(settings, values, variables, source), {
         tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
         tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
         tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})
+    if rejected is not None:
+        child.fail(rejected, run_dir, EXIT_BAD_INPUT)
+        raise TrialFailed(rejected)
+    if source is not None:
+        write_copy(settings, source, run_dir)
+        child.attach_text(source_diff(settings, source, run_dir), SOURCE_DIFF)
     _monitor(settings, values, number, run_dir, child, variables, TrialProgress(settings.sweep, ctx.get_trial_id()))
 
 

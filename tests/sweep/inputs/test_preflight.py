@@ -103,3 +103,16 @@ def test_a_missing_tokenizer_given_with_set_exits_2_before_ray_starts(tmp_path):
     assert "--set data.tokenizer" in done.stderr and "no such file" in done.stderr
     assert done.stdout.strip() == "ray never imported"
     assert _written(tmp_path) == []
+
+
+def test_a_sqlite_storage_that_is_not_optunas_is_refused_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("create table mine (a)")
+    before = db.read_bytes()
+    done = sweep_run_in(tmp_path, "--storage", f"sqlite:///{db}", "--name", "kept")
+    assert done.returncode == 2, done.stderr
+    assert f"--storage: cannot open sqlite:///{db} as an Optuna storage" in done.stderr
+    assert db.read_bytes() == before and _written(tmp_path) == ["other.db"]   # no tables added, no lock file

@@ -1,6 +1,7 @@
 """Search space files: the shipped spaces, and every kind of bad file rejected with its file and key named."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,34 @@ def test_set_values_are_read_as_yaml_and_checked():
 def test_parse_space_names_its_source():
     with pytest.raises(InputError, match="inline: metric"):
         parse_space(yaml.safe_dump(variant(metric="loss")), "inline")
+
+
+SOURCE_SPACE = {"name": "src", "metric": "val_loss", "trainer": {"command": "python train_gpt.py", "params": "source"},
+                "params": {"CastedLinearT.grad_s@1225": {"type": "float", "low": 1e-4, "high": 0.01,
+                                                         "expr": "grad_scale * {}"}},
+                "seed": "Hyperparameters.seed"}
+
+
+def test_a_source_space_takes_addresses_templates_and_a_seed_site():
+    space = parse_space(yaml.safe_dump(SOURCE_SPACE), "src.yaml").with_trainer()
+    assert space.trainer.source_mode and space.trainer.seed_key == "Hyperparameters.seed"
+    assert space.trainer.exprs == {"CastedLinearT.grad_s@1225": "grad_scale * {}"}
+    assert space.with_fixed({"LR_FLOOR@12": 0.5}).fixed == {"LR_FLOOR@12": 0.5}
+    assert parse_set("Hyperparameters.cooldown_frac@1329=0.5", space.trainer.check_key) == (
+        "Hyperparameters.cooldown_frac@1329", 0.5)
+
+
+@pytest.mark.parametrize("change, flags, message", [
+    ({"seed": "Hyperparameters.seed"}, {"params": "env"}, "src.yaml: seed: names the seed's site in the script"),
+    ({"params": {"lr@3": {"type": "float", "low": 0.1, "high": 1.0}}, "seed": None}, {"params": "args"},
+     "params: 'lr@3' is not a dotted config key"),
+    ({"params": {"fp8.x_s": {"type": "float", "low": 0.1, "high": 1.0, "expr": "{}"}}, "seed": None},
+     {"params": "args"}, "src.yaml: params.fp8.x_s.expr: a template is for source mode"),
+    ({"seed": "CastedLinearT.grad_s@1225"}, {}, "src.yaml: seed: CastedLinearT.grad_s@1225 is also in params"),
+    ({"params": {"lr@0": {"type": "float", "low": 0.1, "high": 1.0}}}, {}, "'lr@0' is not a site address"),
+    ({"trainer": {"params": "source"}}, {}, "source mode writes the keys into the script another program runs"),
+])
+def test_source_mode_keys_and_fields_are_checked_for_the_mode(change, flags, message):
+    data = {**SOURCE_SPACE, **change}
+    with pytest.raises(InputError, match=re.escape(message)):
+        parse_space(yaml.safe_dump(data), "src.yaml").with_trainer(params=flags.get("params"))

@@ -17,7 +17,7 @@ from sweep.inputs.overrides import format_env_value
 from sweep.inputs.script_keys import check_script_keys
 from sweep.inputs.space import load_space
 from sweep.inputs.trainer_spec import TrainerSpec, script_of
-from sweep.trial.runner import RUN_DIR_ENV, TrialSettings, build_command, trial_env, trial_params, trial_variables
+from sweep.trial.command import RUN_DIR_ENV, TrialSettings, build_command, trial_env, trial_params, trial_variables
 
 STANDIN = SUPPORT / "golf_standin.py"
 
@@ -58,9 +58,9 @@ def test_env_values_read_back_with_the_usual_parses():
 
 
 def settings(trainer: TrainerSpec, **changes) -> TrialSettings:
-    return TrialSettings(sweep="s", preset="tiny", objective=Objective("val_loss"), run_root="/tmp/r", cwd="/tmp",
-                         mlflow_uri="sqlite:///x.db", experiment_id="0", parent_run_id="p", trainer=trainer,
-                         **changes)
+    return TrialSettings(**{"sweep": "s", "preset": "tiny", "objective": Objective("val_loss"), "run_root": "/tmp/r",
+                            "cwd": "/tmp", "mlflow_uri": "sqlite:///x.db", "experiment_id": "0", "parent_run_id": "p",
+                            "trainer": trainer, **changes})
 
 
 def test_env_mode_passes_every_key_in_the_environment_and_no_arguments(tmp_path):
@@ -130,3 +130,35 @@ def test_the_shipped_upstream_golf_space_sets_only_names_parameter_golf_reads(tm
     (tmp_path / "train_gpt.py").write_text(STANDIN.read_text())  # reads the same names as the upstream script
     script = script_of(space.trainer.command, tmp_path, "trainer.command")
     check_script_keys({key: key for key in [*space.params, *space.fixed]}, script)
+
+
+@pytest.mark.parametrize("command, index", [
+    ("python train_gpt.py --flag", 1),
+    (f"{sys.executable} -u -X dev -W ignore train_gpt.py --flag", 6),
+    ("python3 -m torch.distributed.run --standalone --nproc_per_node=8 train_gpt.py --flag", 5),
+    ("torchrun --standalone --nproc_per_node 8 --tee 3 train_gpt.py train_gpt.py", 6),
+    ("/usr/local/bin/torchrun --nnodes=1 --no-python ./train_gpt.py", 3),
+    ("./train_gpt.py", 0),
+])
+def test_a_source_mode_trial_runs_its_copy_in_place_of_the_script(tmp_path, command, index):
+    from sweep.inputs.trainer_spec import split_command, with_script
+
+    (tmp_path / "train_gpt.py").write_text("import os\n")
+    argv = split_command(command, "w")
+    copy = tmp_path / "runs" / "trial_0000" / "source" / "train_gpt.py"
+    assert with_script(command, tmp_path, copy, "w") == [*argv[:index], str(copy), *argv[index + 1:]]
+
+
+def test_source_mode_passes_nothing_but_the_copy_and_records_the_literals(tmp_path):
+    from sweep.inputs.source_sites import ScriptSites, edit
+
+    (tmp_path / "train_gpt.py").write_text("LR = 0.1\nWD = 0\n")
+    spec = TrainerSpec(f"{sys.executable} train_gpt.py", "source", {"NCCL_IB_DISABLE": "1"})
+    s = settings(spec, cwd=str(tmp_path), fixed={"WD": 5})
+    values = {"LR": 0.25}
+    assert build_command(s, values, tmp_path / "t") == [sys.executable, str(tmp_path / "t" / "source" / "train_gpt.py")]
+    assert trial_variables(s, values, "t", 0) == {"NCCL_IB_DISABLE": "1"}
+    source = edit(ScriptSites((tmp_path / "train_gpt.py").read_bytes(), "train_gpt.py"), {"WD": 5, **values}, {}, "w")
+    assert trial_params(s, values, {"NCCL_IB_DISABLE": "1"}, source) == {
+        "WD": "5", "LR": "0.25", "NCCL_IB_DISABLE": "1", "source.sha256": source.sha256}
+    assert spec.text(True) == "True" and spec.text("x") == "'x'" and spec.seed_key == ""

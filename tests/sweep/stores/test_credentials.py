@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy
 
 from sweep.stores import credentials
-from sweep.trial.runner import TrialSettings, trial_env
+from sweep.trial.command import TrialSettings, trial_env
 
 
 @pytest.mark.parametrize("url, bare, password", [
