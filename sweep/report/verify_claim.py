@@ -16,6 +16,7 @@ from sweep.report import stats
 GOLF_PRESET = "golf"
 SPEEDRUN_PRESET = "speedrun"
 RESULT_STATES = ("ok", "wallclock_cap")   # a seed's run with a usable final loss
+NOT_RUN = "not run"                       # a seed's status while it has no run (yet, or ever)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,17 @@ def make_claim(preset: str, target: float | None, exports: bool) -> Claim:
             raise InputError("--target", f"the {preset} preset has no record target; give the loss to beat "
                                          f"with --target")
     return Claim(float(target), golf, "roundtrip_val_loss" if exports else "final_val_loss")
+
+
+def track_min_effect(preset: str, metric: str) -> float | None:
+    """The improvement worth confirming on a record track: parameter-golf's 0.005 nats on the golf preset and
+    on a golf-style script's score (`roundtrip_val_bpb`), the 0.002 a speedrun record moves the mean val
+    loss by on the speedrun preset; None elsewhere."""
+    if preset == GOLF_PRESET or metric == "roundtrip_val_bpb":
+        return stats.GOLF_MIN_IMPROVEMENT
+    if preset == SPEEDRUN_PRESET:
+        return stats.SPEEDRUN_MIN_EFFECT
+    return None
 
 
 @dataclass(frozen=True)
