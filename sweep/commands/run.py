@@ -124,7 +124,7 @@ def find_space(name: str | None) -> Path:
     if path.is_file():
         return path
     if path.suffix == "" and len(path.parts) == 1:
-        for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
             candidate = root / SPACES_DIR / f"{name}.yaml"
             if candidate.is_file():
                 return candidate

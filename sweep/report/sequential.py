@@ -138,6 +138,9 @@ def nominal_levels(level: float, looks: tuple[int, ...], max_seeds: int, rho: fl
             zeta = 1.0
         elif beyond <= spend:
             zeta = -1.0
+        elif not levels:        # nothing crossed before: the t-test's own level, exactly
+            bound = float(special.stdtrit(look - 1, 1.0 - spend))
+            zeta = bound / math.sqrt(look - 1 + bound * bound)
         else:
             zeta = optimize.brentq(crossing, -1.0, 1.0, xtol=1e-14, rtol=1e-12)
         levels.append(float(special.stdtr(look - 1, -_zeta_to_t(zeta, look))) if zeta > -1.0 else 1.0)
