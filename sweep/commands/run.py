@@ -196,8 +196,10 @@ def _min_effect(args: argparse.Namespace, space: SearchSpace, preset: str, fixed
         if fixed:
             raise InputError("--min-effect", "the fixed design (--confirm-fixed) has no futility stop to use it")
         return _positive(args.min_effect, "--min-effect")
+    if fixed:
+        return None
     effect = space.confirm.get("min_effect", track_min_effect(preset, space.metric))
-    if effect is None and not fixed:
+    if effect is None:
         raise InputError("--min-effect", f"the sequential confirmation stops a configuration once an improvement "
                                          f"of --min-effect is implausible, and "
                                          f"{f'the {preset} preset' if preset else 'a command without a preset'} "
