@@ -125,6 +125,7 @@ def test_verify_a_sweeps_best_trial_and_report_a_failed_seed(ray_local, tmp_path
     assert f"losses = [{', '.join(repr(x) for x in losses)}]" in note and note.strip() in printed
 
 
+@pytest.mark.slow
 def test_verify_runs_rounds_until_the_claim_is_significant(ray_local, tmp_path, capsys):
     from fake_trainer import val_loss
 

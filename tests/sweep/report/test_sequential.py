@@ -97,11 +97,11 @@ def test_the_adjusted_p_value_is_the_designs_repeated_p_value_computed_directly(
         direct[name] = min(p2 / spend2, at_three)
         rounds = run_rounds(Design(3, None), lambda j, n: Sample(tuple(xs[:n])))
         assert rounds.courses[0].looks == [2, 3]
-        assert rounds.sequential_p()[0] == pytest.approx(direct[name], rel=2e-4)
+        assert rounds.sequential_p()[0] == pytest.approx(direct[name], rel=1e-3)
     both = run_rounds(Design(3, None, hypotheses=2), lambda j, n: Sample(tuple(list(values.values())[j][:n])))
     low, high = sorted(direct.values())
     expected = [min(1.0, 2 * low), max(min(1.0, 2 * low), high)]  # Holm, by hand
-    assert sorted(both.adjusted_p()) == pytest.approx(expected, rel=2e-4)
+    assert sorted(both.adjusted_p()) == pytest.approx(expected, rel=1e-3)
 
 
 def test_the_levels_spend_alpha_as_designed_on_simulated_normal_data():
