@@ -40,7 +40,7 @@ from sweep.orchestration import local_ray
 from sweep.report import sequential, stats
 from sweep.report.live_text import display_settings
 from sweep.report.sequential import Rounds, Sample
-from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown
+from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown, verdict_text
 from sweep.stores import credentials, tracking, urls
 from sweep.stores import results_dir as results
 from sweep.stores.urls import DEFAULT_MLFLOW_URI
@@ -295,7 +295,7 @@ def _run_rounds(plan: VerifyPlan, settings, mlflow_client, experiment_id: str) -
             margins = tuple(plan.claim.threshold - r.loss for r in found if r.usable)
             rounds.add({0: Sample(margins)}, last=len(ran) == len(plan.seeds))
             print(f"verify {plan.name}: after round {rounds.round} ({len(ran)} of at most {len(plan.seeds)} seeds): "
-                  f"{rounds.courses[0].verdict}", flush=True)
+                  f"{verdict_text(rounds)}", flush=True)
         return rounds, found
     finally:
         if started:

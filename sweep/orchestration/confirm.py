@@ -173,9 +173,9 @@ def run_rounds(plan: SweepPlan, space: SearchSpace, values: dict[int, dict[str, 
         configs = [0] + [j + 1 for j in running]
         table = _table(plan, space, values, configs, round_seeds(plan, number))
         if any(found[n].status in UNDONE for n in table):
-            print(f"confirmation {plan.confirm_name}: round {number} of at most {last}: seed "
-                  f"{'s 1 and 2' if number == 1 else number + 1} of trials {', '.join(str(trials[c]) for c in configs)}:"
-                  f" {len(table)} runs", flush=True)
+            which = "seeds 1 and 2" if number == 1 else f"seed {number + 1}"
+            print(f"confirmation {plan.confirm_name}: round {number} of at most {last}: {which} of trials "
+                  f"{', '.join(str(trials[c]) for c in configs)}: {len(table)} runs", flush=True)
             _run_round(plan, space, table, f"round-{number}", results.join(plan.results_dir, plan.confirm_name),
                        experiment_id, interrupts)
             close_unfinished_children(mlflow_client, experiment_id, plan.confirm_run_id)

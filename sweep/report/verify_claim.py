@@ -134,11 +134,17 @@ def looks_markdown(rounds: sequential.Rounds) -> str:
         lines.append(f"p corrected for the {len(course.looks)} look{'s' if len(course.looks) > 1 else ''}: "
                      f"{stats.format_p(corrected)}; naive, as if the {course.looks[-1]} seeds had been planned: "
                      f"{stats.format_p(course.p_values[-1])}.")
-    verdict = {sequential.BETTER: f"passes at {design.alpha:g}",
-               sequential.NOT_BETTER: "does not pass: stopped for futility",
-               sequential.INCONCLUSIVE: f"does not pass at {design.alpha:g} within {design.max_seeds} seeds"}
-    lines.append(f"Verdict: {verdict.get(course.state, 'not decided')}.")
+    lines.append(f"Verdict: {verdict_text(rounds)}.")
     return "\n".join(lines) + "\n"
+
+
+def verdict_text(rounds: sequential.Rounds) -> str:
+    """Where the sequential test of a claim stands."""
+    design, state = rounds.design, rounds.courses[0].state
+    return {sequential.BETTER: f"passes at {design.alpha:g}",
+            sequential.NOT_BETTER: "does not pass: stopped for futility",
+            sequential.INCONCLUSIVE: f"does not pass at {design.alpha:g} within {design.max_seeds} seeds",
+            }.get(state, "undecided")
 
 
 def markdown(title: str, claim: Claim, results: list[SeedResult], rounds: sequential.Rounds | None = None) -> str:
