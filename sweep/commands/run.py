@@ -105,8 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"the confirmation's one-sided type-I error over all its configurations and rounds "
                         f"(default {CONFIRM_ALPHA:g})")
     p.add_argument("--confirm-power", type=float, metavar="P",
-                   help=f"the chance to call a configuration better when it improves by --min-effect (default "
-                        f"{CONFIRM_POWER:g})")
+                   help=f"the chance to call a configuration better when it improves by --min-effect; with "
+                        f"--confirm-fixed, the power of the smallest difference the report says the seeds detect "
+                        f"(default {CONFIRM_POWER:g})")
     p.add_argument("--stop-at", type=float, metavar="VALUE",
                    help="start no more trials once a finished trial's metric reaches VALUE (at or below when "
                         "minimising, at or above when maximising); running trials finish")

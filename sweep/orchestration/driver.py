@@ -277,7 +277,8 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
         if interrupts.received:
             return None, EXIT_INTERRUPTED
         report = build_report(confirm.configs(plan, values, mlflow_client, experiment_id, rounds), space.objective,
-                              confirm.seeds(plan), plan.confirm_alpha, rounds, plan.confirm_paired)
+                              confirm.seeds(plan), plan.confirm_alpha, plan.confirm_power, rounds,
+                              plan.confirm_paired)
         text = confirm_markdown(report, confirm_title(plan))
         for run_id in (plan.confirm_run_id, plan.parent_run_id):
             mlflow_client.log_text(run_id, text, confirm.MARKDOWN_ARTIFACT)

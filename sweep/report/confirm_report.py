@@ -19,7 +19,6 @@ from sweep.report.trial_rows import NOISE_FLOOR_STDS
 from sweep.report.verify_claim import NOT_RUN, SeedResult
 
 CONFIDENCE = 0.95
-POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,7 @@ class ConfirmReport:
     pooled_std: float | None
     detectable: float | None          # the smallest difference the seeds detect (baseline's std)
     alpha: float = stats.RECORD_ALPHA
+    power: float = sequential.POWER
     winner: ConfigLine | None = None
     paired: bool = True
     design: sequential.Design | None = None   # the sequential design; None: the fixed design
@@ -131,7 +131,10 @@ def _spent(configs: list[ConfirmedConfig], objective: Objective, design: sequent
     std = _diff_std(configs, objective.mode, paired)
     if std is None or std == 0.0 or design.min_effect is None:
         return Spent(runs, std, None, None)
-    fixed = sequential.fixed_seeds(design.min_effect, std, design.alpha / design.hypotheses, design.power)
+    try:
+        fixed = sequential.fixed_seeds(design.min_effect, std, design.alpha / design.hypotheses, design.power)
+    except ValueError:     # beyond any number of seeds worth naming
+        return Spent(runs, std, None, None)
     try:
         planned = sequential.planned_seeds(design.min_effect, std, design.alpha, design.power, design.hypotheses)
     except ValueError:
@@ -140,8 +143,8 @@ def _spent(configs: list[ConfirmedConfig], objective: Objective, design: sequent
 
 
 def build_report(configs: list[ConfirmedConfig], objective: Objective, seeds: list[int],
-                 alpha: float = stats.RECORD_ALPHA, rounds: sequential.Rounds | None = None,
-                 paired: bool = True) -> ConfirmReport:
+                 alpha: float = stats.RECORD_ALPHA, power: float = sequential.POWER,
+                 rounds: sequential.Rounds | None = None, paired: bool = True) -> ConfirmReport:
     """The report of `configs` (the baseline first), each run on `seeds` (the sequential design's: at most
     those, as its `rounds` went)."""
     base = _line(configs[0], None, objective.mode, alpha, paired)
@@ -155,8 +158,8 @@ def build_report(configs: list[ConfirmedConfig], objective: Objective, seeds: li
                           for line, course, p, q in zip(lines[1:], rounds.courses, raw, adjusted)]
         spent = _spent(configs, objective, design, paired)
     pooled = stats.pooled_std([list(c.losses().values()) for c in configs])
-    detectable = None if base.std is None else stats.detectable_difference(base.std, len(seeds), alpha, POWER)
-    report = ConfirmReport(objective, seeds, lines, pooled, detectable, alpha, paired=paired, design=design,
+    detectable = None if base.std is None else stats.detectable_difference(base.std, len(seeds), alpha, power)
+    report = ConfirmReport(objective, seeds, lines, pooled, detectable, alpha, power, paired=paired, design=design,
                            spent=spent)
     better = [line for line in lines[1:] if line.better]
     if better:
@@ -292,8 +295,9 @@ def _conclusion(report: ConfirmReport) -> list[str]:
         if report.detectable is not None:
             lines.append(
                 f"With {n} seeds and the baseline's seed std {base.std:.4g}, the smallest paired difference these "
-                f"seeds detect at p < {alpha:g} with {POWER:.0%} power is {report.detectable:.4g}: "
-                f"(t_{{{1 - alpha:g}, {n - 1}}} + t_{{{POWER:g}, {n - 1}}}) x sqrt(2) x {base.std:.4g} / sqrt({n}).")
+                f"seeds detect at p < {alpha:g} with {report.power:.0%} power is {report.detectable:.4g}: "
+                f"(t_{{{1 - alpha:g}, {n - 1}}} + t_{{{report.power:g}, {n - 1}}}) x sqrt(2) x {base.std:.4g} / "
+                f"sqrt({n}).")
     if report.spent is not None:
         lines += _spent_lines(report)
     if report.pooled_std is not None:

@@ -258,8 +258,8 @@ def planned_seeds(effect: float, std: float, alpha: float = ALPHA, power: float 
     """The smallest maximum of seeds at which the design decides an improvement of `effect` (differences of
     std `std`): its efficacy and futility bounds meet at the last seed."""
     # The final bounds are at least the fixed test's quantiles, so no maximum below the fixed formula's decides.
-    start = next(n for n in range(2, limit + 1)
-                 if stats.detectable_difference(std / math.sqrt(2.0), n, alpha / hypotheses, power) <= effect)
+    start = next((n for n in range(2, limit + 1)
+                  if stats.detectable_difference(std / math.sqrt(2.0), n, alpha / hypotheses, power) <= effect), limit)
     for seeds in range(max(3, start), limit + 1):
         design = Design(seeds, effect, alpha, power, hypotheses)
         if design.decisive_difference(std) <= effect:
