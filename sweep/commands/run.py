@@ -19,12 +19,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import sweep
 from sweep.errors import InputError
 from sweep.inputs import preflight
 from sweep.inputs.overrides import parse_set
-from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SweepPlan, plan_path
+from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEQUENTIAL, SweepPlan, plan_path
 from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, resolve
 from sweep.inputs.script_keys import SKIP_FLAG, check_script_keys
 from sweep.inputs.source_sites import ScriptSites, edit, sha256
@@ -32,6 +33,9 @@ from sweep.inputs.space import SearchSpace, check_with_trainer, load_space
 from sweep.inputs.trainer_spec import PARAMS_MODES, script_of, split_command
 from sweep.orchestration import dry_run, local_ray
 from sweep.report.live_text import display_settings
+from sweep.report.sequential import ALPHA as CONFIRM_ALPHA
+from sweep.report.sequential import POWER as CONFIRM_POWER
+from sweep.report.verify_claim import track_min_effect
 from sweep.stores import credentials, urls
 from sweep.stores import results_dir as results
 from sweep.stores.study import SAMPLERS, make_sampler, study_exists
@@ -41,7 +45,9 @@ DEFAULT_SPACE = "fp8_scales"
 DEFAULT_TRIALS = 6
 SCHEDULERS = ("fifo", "asha")
 SPACES_DIR = "search_spaces"
-DEFAULT_CONFIRM_SEEDS = 3
+DEFAULT_CONFIRM_SEEDS = 8        # the sequential design's maximum
+DEFAULT_FIXED_SEEDS = 3          # --confirm-fixed's seeds
+CONFIRM_FLAGS = ("--confirm-seeds", "--confirm-fixed", "--min-effect", "--confirm-alpha", "--confirm-power")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,10 +91,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial (default 1)")
     p.add_argument("--confirm", type=int, metavar="K",
                    help="when the search ends, re-run the top K distinct configurations and the baseline (the "
-                        "space's first point) on the same seeds 1..N and report which beat the baseline beyond "
-                        "noise (default: the space's confirm.top, else no confirmation)")
+                        "space's first point) on the same seeds, in rounds of one more seed until each is "
+                        "decided, and report which beat the baseline beyond noise (default: the space's "
+                        "confirm.top, else no confirmation)")
     p.add_argument("--confirm-seeds", type=int, metavar="N",
-                   help=f"seeds of the confirmation (default: the space's confirm.seeds, else {DEFAULT_CONFIRM_SEEDS})")
+                   help=f"the most seeds a configuration runs (with --confirm-fixed: the seeds each runs) (default: "
+                        f"the space's confirm.seeds, else {DEFAULT_CONFIRM_SEEDS}; {DEFAULT_FIXED_SEEDS} with "
+                        f"--confirm-fixed)")
+    p.add_argument("--confirm-fixed", action="store_true", default=None,
+                   help="run every configuration on all N seeds at once and judge each at p < alpha, no rounds "
+                        "(default: the space's confirm.fixed)")
+    p.add_argument("--min-effect", type=float, metavar="X",
+                   help="the improvement of the metric worth confirming: a configuration stops as not better once "
+                        "an improvement of X becomes implausible (default: the space's confirm.min_effect, else "
+                        "0.005 with the golf preset or a roundtrip_val_bpb metric, 0.002 with the speedrun "
+                        "preset; required otherwise)")
+    p.add_argument("--confirm-alpha", type=float, metavar="A",
+                   help=f"the confirmation's one-sided type-I error over all its configurations and rounds "
+                        f"(default {CONFIRM_ALPHA:g})")
+    p.add_argument("--confirm-power", type=float, metavar="P",
+                   help=f"the chance to call a configuration better when it improves by --min-effect; with "
+                        f"--confirm-fixed, the power of the smallest difference the report says the seeds detect "
+                        f"(default {CONFIRM_POWER:g})")
     p.add_argument("--stop-at", type=float, metavar="VALUE",
                    help="start no more trials once a finished trial's metric reaches VALUE (at or below when "
                         "minimising, at or above when maximising); running trials finish")
@@ -191,20 +215,56 @@ def _positive(value: float | None, flag: str) -> float | None:
     return value
 
 
-def _confirm_settings(args: argparse.Namespace, space: SearchSpace) -> tuple[int, int]:
-    """(top K, seeds N) of the confirmation: the flags, else the space's `confirm:` block."""
+def _fraction(value: float, flag: str) -> float:
+    if not (math.isfinite(value) and 0.0 < value < 1.0):
+        raise InputError(flag, f"must be a probability between 0 and 1, got {value}")
+    return value
+
+
+def _min_effect(args: argparse.Namespace, space: SearchSpace, preset: str, fixed: bool) -> float | None:
+    """The improvement of interest: the flag, the space's, else the record track's (sweep.verify_claim)."""
+    if args.min_effect is not None:
+        if fixed:
+            raise InputError("--min-effect", "the fixed design (--confirm-fixed) has no futility stop to use it")
+        return _positive(args.min_effect, "--min-effect")
+    if fixed:
+        return None
+    effect = space.confirm.get("min_effect", track_min_effect(preset, space.metric))
+    if effect is None:
+        raise InputError("--min-effect", f"the sequential confirmation stops a configuration once an improvement "
+                                         f"of --min-effect is implausible, and "
+                                         f"{f'the {preset} preset' if preset else 'a command without a preset'} "
+                                         f"has no record rule to take it from (golf: 0.005, speedrun: 0.002); give "
+                                         f"the smallest improvement of {space.metric} worth confirming, or "
+                                         f"--confirm-fixed")
+    return effect
+
+
+def _confirm_settings(args: argparse.Namespace, space: SearchSpace, preset: str) -> dict[str, Any]:
+    """The plan's confirmation fields: the flags, else the space's `confirm:` block."""
     top = space.confirm.get("top", 0) if args.confirm is None else at_least(args.confirm, "--confirm")
-    seeds = space.confirm.get("seeds", DEFAULT_CONFIRM_SEEDS)
+    if not top:
+        for flag in CONFIRM_FLAGS:
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise InputError(flag, "only a confirmation uses it: add --confirm K")
+        return {}
+    fixed = space.confirm.get("fixed", False) if args.confirm_fixed is None else True
+    seeds = space.confirm.get("seeds", DEFAULT_FIXED_SEEDS if fixed else DEFAULT_CONFIRM_SEEDS)
     if args.confirm_seeds is not None:
         seeds = at_least(args.confirm_seeds, "--confirm-seeds", minimum=2)
-    if top:
-        seed_key = space.trainer.seed_key
-        for where, keys in (("params", space.params), ("fixed", space.fixed), ("trainer.env", space.trainer.env)):
-            if seed_key in keys:
-                raise InputError("--confirm" if args.confirm else f"{space.source}: confirm",
-                                 f"the confirmation runs seeds 1..{seeds} through {seed_key}, which "
-                                 f"{space.source} sets in {where}")
-    return top, seeds
+    seed_key = space.trainer.seed_key
+    for where, keys in (("params", space.params), ("fixed", space.fixed), ("trainer.env", space.trainer.env)):
+        if seed_key in keys:
+            raise InputError("--confirm" if args.confirm else f"{space.source}: confirm",
+                             f"the confirmation runs seeds 1..{seeds} through {seed_key}, which "
+                             f"{space.source} sets in {where}")
+    alpha = CONFIRM_ALPHA if args.confirm_alpha is None else _fraction(args.confirm_alpha, "--confirm-alpha")
+    power = CONFIRM_POWER if args.confirm_power is None else _fraction(args.confirm_power, "--confirm-power")
+    if power <= alpha:
+        raise InputError("--confirm-power", f"must be above --confirm-alpha ({alpha:g}), got {power:g}")
+    return {"confirm": top, "confirm_seeds": seeds, "confirm_design": FIXED if fixed else SEQUENTIAL,
+            "confirm_min_effect": _min_effect(args, space, preset, fixed), "confirm_alpha": alpha,
+            "confirm_power": power}
 
 
 def build_plan(args: argparse.Namespace) -> SweepPlan:
@@ -218,7 +278,9 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
     gpus = trial.gpus
     at_least(args.max_failures, "--max-failures", minimum=0)
-    confirm, confirm_seeds = _confirm_settings(args, space)
+    # Another program is not told a preset; the space's is only recorded.
+    preset = args.preset or (space.preset if gpus or space.trainer.command else CPU_PRESET)
+    confirmation = _confirm_settings(args, space, preset)
     if args.stop_at is not None and not math.isfinite(args.stop_at):
         raise InputError("--stop-at", f"must be a finite value of {space.metric}, got {args.stop_at}")
     _positive(args.budget_gpu_hours, "--budget-gpu-hours")
@@ -226,8 +288,6 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     if args.scheduler == "asha" and "train.val_every" in space.params:
         raise InputError("--scheduler", "asha compares trials at their 1st, 2nd, 4th, ... validation, which a space "
                          "sweeping train.val_every puts at different training steps; use --scheduler fifo")
-    # Another program is not told a preset; the space's is only recorded.
-    preset = args.preset or (space.preset if gpus or space.trainer.command else CPU_PRESET)
     if space.trainer.command:
         where = "--trainer-cmd" if args.trainer_cmd else f"{space.source}: trainer.command"
         _check_trainer_cmd(space.trainer.command, where)
@@ -263,9 +323,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, scheduler=args.scheduler, sampler=args.sampler,
         max_failures=args.max_failures, mlflow_uri=mlflow_uri, storage=storage, results_dir=results_dir,
         cwd=os.getcwd(), address=args.address or "", trainer_cmd=space.trainer.command,
-        trainer_params=space.trainer.params, source_sha256=space.trainer.script_sha256, seed=args.seed, sets=sets,
-        confirm=confirm, confirm_seeds=confirm_seeds, stop_at=args.stop_at, budget_gpu_hours=args.budget_gpu_hours,
-        noise_std=args.noise_std)
+        trainer_params=space.trainer.params, source_sha256=space.trainer.script_sha256, seed=args.seed, sets=sets, stop_at=args.stop_at,
+        budget_gpu_hours=args.budget_gpu_hours, noise_std=args.noise_std, **confirmation)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -5,18 +5,24 @@ fixed keys) and the runs use the sweep's preset, stores, resources and trainer (
 gets every key, and the seed as SEED, in its environment; a source-mode sweep's runs edit a copy of the
 script the sweep checked, the seed written at the space's seed site, or, when it names none, run repeats
 that differ by nondeterminism); with `--config FILE`, the
-keys of a trainer config file. Seeds 0..N-1 run as Tune trials of a verification named `<source>-verify`,
-on whole nodes like a sweep's trials, as many at once as the cluster holds. MLflow gets a parent run with
-role `verify` in the sweep's experiment (`verify` for a config file) and one child run per seed; the
-Markdown evidence (seeds, losses, times, the one-sided one-sample t-test, std/mean) is printed and logged
-on the parent as `verify.md` and as the run's description.
+keys of a trainer config file. Seeds 0..N-1 (N at most) run as Tune trials of a verification named
+`<source>-verify`, on whole nodes like a sweep's trials, in rounds of as many seeds as run at once (the
+cluster's, or `--concurrency`; all N with `--fixed`): after each round the group-sequential one-sample t-test
+of sweep.sequential says whether the seeds so far beat the target, with its type-I error kept at 0.01
+despite the looks, so running until significant is a valid procedure; with `--min-effect X` it also stops
+once a mean X below the threshold is implausible. Round r is the Tune experiment `<source>-verify/round-r`.
+MLflow gets a parent run with role `verify` in the sweep's experiment (`verify` for a config file) and one
+child run per seed; the Markdown evidence (seeds, losses, times, the one-sided one-sample t-test, std/mean,
+then the looks with the p-value corrected for them beside the naive one) is printed and logged on the
+parent as `verify.md` and as the run's description.
 
-Exit codes: 0 every seed gave a loss (whatever the verdict: it is in the report and the `p_value`
-metric), 1 some seed did not (crashed, diverged, interrupted), 2 bad input, found before anything runs.
+Exit codes: 0 every seed run gave a loss (whatever the verdict: it is in the report and the `p_value`
+metrics), 1 some seed did not (crashed, diverged, interrupted), 2 bad input, found before anything runs.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -32,8 +38,10 @@ from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
 from sweep.inputs.trainer_spec import TrainerSpec
 from sweep.orchestration import local_ray
+from sweep.report import sequential, stats
 from sweep.report.live_text import display_settings
-from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown
+from sweep.report.sequential import Rounds, Sample
+from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown, verdict_text
 from sweep.stores import credentials, tracking, urls
 from sweep.stores import results_dir as results
 from sweep.stores.urls import DEFAULT_MLFLOW_URI
@@ -48,7 +56,7 @@ TAG_SOURCE = "sweep.verify.source"             # the sweep's name, or the config
 TAG_BEST_TRIAL = "sweep.verify.trial_number"   # the sweep trial that was verified
 TAG_TARGET = "sweep.verify.target"
 TAG_LOSS = "sweep.verify.loss"                 # the child-run metric that was tested
-TAG_PASSED = "sweep.verify.passed"             # "true" | "false": p < 0.01
+TAG_PASSED = "sweep.verify.passed"             # "true" | "false": the sequential test's verdict at 0.01
 MARKDOWN_ARTIFACT = "verify.md"
 
 
@@ -59,7 +67,7 @@ class VerifyPlan:
     experiment: str
     preset: str
     config: dict[str, Any]         # every key the runs set, besides the seed
-    seeds: list[int]               # 0..N-1; trial i runs seed i
+    seeds: list[int]               # 0..N-1, N at most; trial i runs seed i
     claim: Claim
     mlflow_uri: str
     results_dir: str               # a local folder or a URI (sweep.stores.results_dir)
@@ -72,6 +80,13 @@ class VerifyPlan:
     address: str = ""
     best_trial: int | None = None  # the sweep trial whose config this is
     trainer: TrainerSpec = field(default_factory=TrainerSpec)   # how the keys, the seed included, reach it
+    min_effect: float | None = None   # futility: stop once a mean this far below the threshold is implausible
+    power: float = sequential.POWER
+    fixed: bool = False            # one round of every seed
+
+    @property
+    def design(self) -> sequential.Design:
+        return sequential.Design(len(self.seeds), self.min_effect, stats.RECORD_ALPHA, self.power)
 
     @property
     def runs(self) -> str:
@@ -95,7 +110,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("name", nargs="?", help="the sweep whose best trial is verified")
     source.add_argument("--config", help="a trainer config file to verify instead of a sweep's best trial")
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help=f"number of seeds (default {DEFAULT_SEEDS})")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"the most seeds to run (with --fixed: the seeds) (default {DEFAULT_SEEDS})")
+    p.add_argument("--fixed", action="store_true",
+                   help="run every seed at once and test once, instead of in rounds of as many seeds as run at once")
+    p.add_argument("--min-effect", type=float, metavar="X",
+                   help="also stop once a mean X below the threshold becomes implausible (futility); default: "
+                        "run until significant or out of seeds")
+    p.add_argument("--power", type=float, metavar="P",
+                   help=f"with --min-effect: the chance to pass when the mean is X below the threshold (default "
+                        f"{sequential.POWER:g})")
     p.add_argument("--target", type=float,
                    help="loss to beat: default 3.28 with the speedrun preset; with the golf preset the current "
                         "record's loss (the seeds must beat it by 0.005 nats); required for other presets")
@@ -201,20 +225,35 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     if trainer.source_mode:
         edit_script(trainer, os.getcwd(), {**config, **({trainer.seed_key: seeds[-1]} if trainer.seed_key else {})})
     claim = make_claim(preset, args.target, exports)
+    min_effect, power = _futility(args)
     return VerifyPlan(
         name=results.free_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
         config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
         gpus_per_trial=trial.gpus, nproc_per_trial=trial.nproc, cpus_per_trial=trial.cpus, concurrency=args.concurrency,
-        max_failures=args.max_failures, address=address, best_trial=number, trainer=trainer)
+        max_failures=args.max_failures, address=address, best_trial=number, trainer=trainer,
+        min_effect=min_effect, power=power, fixed=args.fixed)
 
 
-def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan) -> list[SeedResult]:
-    """Each seed's final loss and training time as MLflow holds them (the child run of trial i ran seed i)."""
+def _futility(args: argparse.Namespace) -> tuple[float | None, float]:
+    if args.min_effect is not None and not (math.isfinite(args.min_effect) and args.min_effect > 0):
+        raise InputError("--min-effect", f"must be a number above 0, got {args.min_effect}")
+    if args.power is None:
+        return args.min_effect, sequential.POWER
+    if args.min_effect is None:
+        raise InputError("--power", "only the futility stop uses it: add --min-effect")
+    if not (math.isfinite(args.power) and stats.RECORD_ALPHA < args.power < 1.0):
+        raise InputError("--power", f"must be a probability between {stats.RECORD_ALPHA:g} and 1, got {args.power}")
+    return args.min_effect, args.power
+
+
+def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, plan: VerifyPlan,
+                 seeds: list[int]) -> list[SeedResult]:
+    """Each of `seeds`' final loss and training time as MLflow holds them (the child run of trial i ran seed i)."""
     from sweep.orchestration.seed_grid import seed_results as results_by_trial
 
-    found = results_by_trial(mlflow_client, experiment_id, parent_run_id, {s: s for s in plan.seeds},
+    found = results_by_trial(mlflow_client, experiment_id, parent_run_id, {s: s for s in seeds},
                              plan.claim.loss_metric)
-    return [found[s] for s in plan.seeds]
+    return [found[s] for s in seeds]
 
 
 def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: str) -> str:
@@ -227,20 +266,41 @@ def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: s
     return run_id
 
 
-def _run_seeds(plan: VerifyPlan, settings) -> None:
+def _round_size(plan: VerifyPlan) -> int:
+    """Seeds a round runs: all with --fixed, else as many as run at once; two at least (a t-test's)."""
+    from sweep.inputs.resources import trials_that_fit
+
+    if plan.fixed:
+        return len(plan.seeds)
+    return max(2, plan.concurrency or trials_that_fit(len(plan.seeds), plan.resources))
+
+
+def _run_rounds(plan: VerifyPlan, settings, mlflow_client, experiment_id: str) -> tuple[Rounds, list[SeedResult]]:
+    """Run the seeds in rounds until the sequential test decides or they run out; returns the rounds and
+    the results of the seeds run."""
     import ray
 
     from sweep.orchestration.seed_grid import run_grid
     from sweep.orchestration.tuner import start_ray
 
     started = start_ray(plan.address)
+    rounds, ran = Rounds(plan.design), []
     try:
-        # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
-        # A script with no seed site runs repeats: trial i then only numbers run i.
-        seed_key = plan.trainer.seed_key
-        run_grid(settings, {s: {seed_key: s} if seed_key else {} for s in plan.seeds}, name=plan.name,
-                 results_dir=plan.results_dir, concurrency=plan.concurrency, max_failures=plan.max_failures,
-                 metric="val_loss", mode="min")
+        size, seed_key = _round_size(plan), plan.trainer.seed_key
+        while rounds.running and len(ran) < len(plan.seeds):
+            batch = plan.seeds[len(ran):len(ran) + size]
+            ran += batch
+            # Trial i runs seed i; its number names the run directory and finds its MLflow child run.
+            # A script with no seed site runs repeats: trial i then only numbers run i.
+            run_grid(settings, {s: {seed_key: s} if seed_key else {} for s in batch}, name=f"round-{rounds.round + 1}",
+                     results_dir=results.join(plan.results_dir, plan.name), concurrency=plan.concurrency,
+                     max_failures=plan.max_failures, metric="val_loss", mode="min")
+            found = seed_results(mlflow_client, experiment_id, settings.parent_run_id, plan, ran)
+            margins = tuple(plan.claim.threshold - r.loss for r in found if r.usable)
+            rounds.add({0: Sample(margins)}, last=len(ran) == len(plan.seeds))
+            print(f"verify {plan.name}: after round {rounds.round} ({len(ran)} of at most {len(plan.seeds)} seeds): "
+                  f"{verdict_text(rounds)}", flush=True)
+        return rounds, found
     finally:
         if started:
             ray.shutdown()
@@ -257,7 +317,7 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
     parent = _open_parent(plan, mlflow_client, experiment_id, command)
     runs = f"`{plan.trainer.command}`" if plan.trainer.command else f"{plan.preset} preset"
-    print(f"verify {plan.name}: {len(plan.seeds)} {plan.runs} of {plan.what} ({runs}), {plan.claim.describe()}",
+    print(f"verify {plan.name}: at most {len(plan.seeds)} {plan.runs} of {plan.what} ({runs}), {plan.claim.describe()}",
           flush=True)
     settings = TrialSettings(
         sweep=plan.name, preset=plan.preset, objective=Objective("val_loss"), run_root=str(plan.run_root),
@@ -266,11 +326,11 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
         trainer=plan.trainer)
     outcome = "FAILED"
     try:
-        _run_seeds(plan, settings)
-        results = seed_results(mlflow_client, experiment_id, parent, plan)
-        report = markdown(f"Verification of {plan.what}: {len(plan.seeds)} {plan.runs}", plan.claim, results)
+        rounds, results = _run_rounds(plan, settings, mlflow_client, experiment_id)
+        report = markdown(f"Verification of {plan.what}: {len(results)} of at most {len(plan.seeds)} {plan.runs}",
+                          plan.claim, results, rounds)
         print("\n" + report, flush=True)
-        _log_report(mlflow_client, parent, plan.claim, results, report)
+        _log_report(mlflow_client, parent, plan.claim, results, rounds, report)
         complete = all(r.usable for r in results)
         outcome = "FINISHED" if complete else "FAILED"
         print(f"MLflow: experiment {plan.experiment!r}, verify run {parent}")
@@ -280,15 +340,17 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
         mlflow_client.set_terminated(parent, outcome)
 
 
-def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResult], report: str) -> None:
+def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResult], rounds: Rounds,
+                report: str) -> None:
     from mlflow.entities import RunTag
 
     mlflow_client.log_text(run_id, report, MARKDOWN_ARTIFACT)
-    tags = [RunTag(tracking.NOTE_TAG, tracking.clip(report))]
+    tags = [RunTag(tracking.NOTE_TAG, tracking.clip(report)),
+            RunTag(TAG_PASSED, str(rounds.courses[0].state == sequential.BETTER).lower())]
     verdict = judge(claim, results)
-    metrics = {"threshold": claim.threshold, "seeds_with_loss": sum(r.usable for r in results)}
+    metrics = {"threshold": claim.threshold, "seeds_with_loss": sum(r.usable for r in results),
+               "seeds_run": len(results), "rounds": rounds.round, "p_value_sequential": rounds.sequential_p()[0]}
     if verdict is not None:
-        tags.append(RunTag(TAG_PASSED, str(verdict.passed).lower()))
         metrics.update(p_value=verdict.p_value, mean_val_loss=verdict.mean, std_val_loss=verdict.std)
         if verdict.mean_time_s is not None:
             metrics.update(mean_train_time_s=verdict.mean_time_s, std_train_time_s=verdict.std_time_s)

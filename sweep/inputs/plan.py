@@ -21,6 +21,7 @@ from sweep.stores import results_dir as results
 
 PLAN_FILE = "sweep.json"
 SEARCH, CONFIRM = "search", "confirm"   # the stages of a sweep
+FIXED, SEQUENTIAL = "fixed", "sequential"   # confirmation designs (docs/confirmation.md)
 DEFAULT_RESULTS_DIR = "runs"
 
 
@@ -51,13 +52,18 @@ class SweepPlan:
     sets: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str = ""
     confirm: int = 0            # top configurations confirmed over paired seeds; 0 = no confirmation
-    confirm_seeds: int = 3
+    confirm_seeds: int = 3      # the fixed design's seeds; the sequential design's maximum
     stop_at: float | None = None
     budget_gpu_hours: float | None = None
     noise_std: float | None = None
     stage: str = SEARCH
     confirm_run_id: str = ""    # the confirmation's parent run
     confirm_trials: list[int] = field(default_factory=list)  # the search trials confirmed, the baseline first
+    # A plan from before sequential confirmation ran every seed: loaded, it goes on with the fixed design.
+    confirm_design: str = FIXED
+    confirm_min_effect: float | None = None   # the improvement of interest: futility stops below it
+    confirm_alpha: float = 0.01               # one-sided family-wise type-I error (both upstream rules' 0.01)
+    confirm_power: float = 0.8
 
     @property
     def tune_path(self) -> str:

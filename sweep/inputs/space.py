@@ -19,7 +19,7 @@ points_to_evaluate:       # run first, in this order
   - {fp8.x_s: 0.2232}
 target: 3.28              # only for metric time_to_target
 diverged_value: 1.0e6     # optional, see sweep.objective
-confirm: {top: 2, seeds: 3}   # optional: what `sweep run --confirm` does by default
+confirm: {top: 2, seeds: 8, min_effect: 0.002}   # optional: what `sweep run --confirm` does by default
 seed: Hyperparameters.seed    # source mode only: the site of the script's seed, if it has one
 ```
 
@@ -53,7 +53,8 @@ from trainer.export.schemes import get_scheme
 
 TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "points_to_evaluate", "target",
             "diverged_value", "confirm", "seed")
-CONFIRM_KEYS = {"top": 1, "seeds": 2}   # the `confirm:` block's keys and their smallest values
+CONFIRM_KEYS = ("top", "seeds", "min_effect", "fixed")   # the `confirm:` block (`sweep run --confirm ...`)
+CONFIRM_COUNTS = {"top": 1, "seeds": 2}                  # its integers and their smallest values
 PARAM_KEYS = {"float": ("type", "low", "high", "log", "step", "expr"),
               "int": ("type", "low", "high", "log", "step", "expr"), "categorical": ("type", "choices", "expr")}
 SMALL_INT_RANGE = 64   # an int range with at most this many values is checked value by value
@@ -118,7 +119,7 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
-    confirm: dict[str, int] = field(default_factory=dict)   # the `confirm:` block: top, seeds
+    confirm: dict[str, Any] = field(default_factory=dict)   # the `confirm:` block: top, seeds, min_effect, fixed
     seed_site: str = ""          # `seed:`, the site of the script's seed (source mode)
     source: str = ""
     text: str = ""
@@ -240,20 +241,31 @@ def _param(key: str, spec: Any, where: str) -> Param:
     return Param(key, kind, low=low, high=high, log=log, step=step, expr=expr)
 
 
-def _confirm_block(value: Any, source: str) -> dict[str, int]:
+def _confirm_item(key: str, item: Any, where: str) -> Any:
+    if key == "fixed":
+        if not isinstance(item, bool):
+            raise InputError(where, f"expected true or false, got {item!r}")
+        return item
+    if key == "min_effect":
+        number = _number(item, where)
+        if number <= 0:
+            raise InputError(where, f"must be above 0 (an improvement, in the metric's units), got {number}")
+        return number
+    number = _number(item, where, integer=True)
+    if number < CONFIRM_COUNTS[key]:
+        raise InputError(where, f"must be at least {CONFIRM_COUNTS[key]}, got {number}")
+    return number
+
+
+def _confirm_block(value: Any, source: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InputError(f"{source}: confirm", "must be a mapping like {top: 2, seeds: 3}")
-    block = {}
-    for key, item in value.items():
+        raise InputError(f"{source}: confirm", "must be a mapping like {top: 2, seeds: 8, min_effect: 0.002}")
+    for key in value:
         if key not in CONFIRM_KEYS:
             raise InputError(f"{source}: confirm.{key}", f"unknown field (known: {', '.join(CONFIRM_KEYS)})")
-        number = _number(item, f"{source}: confirm.{key}", integer=True)
-        if number < CONFIRM_KEYS[key]:
-            raise InputError(f"{source}: confirm.{key}", f"must be at least {CONFIRM_KEYS[key]}, got {number}")
-        block[key] = number
-    return block
+    return {key: _confirm_item(key, item, f"{source}: confirm.{key}") for key, item in value.items()}
 
 
 def _objective(data: dict, source: str) -> Objective:

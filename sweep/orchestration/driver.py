@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError
-from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SEARCH, SweepPlan, plan_path
+from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEARCH, SweepPlan, plan_path
 from sweep.inputs.resources import trials_that_fit
 from sweep.inputs.space import SearchSpace
 from sweep.orchestration import confirm
@@ -68,8 +68,8 @@ def describe(plan: SweepPlan, space: SearchSpace) -> str:
         "- A difference near the seed noise (between seeds of one configuration the final val_loss of the "
         "speedrun records varies by about 0.0015) is not a result until confirmed: "
         + (f"`{confirm.MARKDOWN_ARTIFACT}` holds the confirmation of the top {plan.confirm} configurations "
-           f"against the baseline over seeds 1..{plan.confirm_seeds} (its runs: the nested run "
-           f"`{plan.confirm_name}`)." if plan.confirm else
+           f"against the baseline over {'' if plan.confirm_design == FIXED else 'at most '}seeds "
+           f"1..{plan.confirm_seeds} (its runs: the nested run `{plan.confirm_name}`)." if plan.confirm else
            f"`sweep run --confirm K` confirms the top K, `sweep verify {plan.name}` the best."),
     ])
 
@@ -266,12 +266,17 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
         return None, EXIT_OK
     outcome = "KILLED"
     try:
-        confirm.run(plan, space, values, experiment_id, interrupts)
+        rounds = None
+        if plan.confirm_design == FIXED:
+            confirm.run_fixed(plan, space, values, experiment_id, interrupts)
+        else:
+            rounds = confirm.run_rounds(plan, space, values, mlflow_client, experiment_id, interrupts)
         close_unfinished_children(mlflow_client, experiment_id, plan.confirm_run_id)
         if interrupts.received:
             return None, EXIT_INTERRUPTED
-        report = build_report(confirm.configs(plan, values, mlflow_client, experiment_id), space.objective,
-                              confirm.seeds(plan), paired=confirm.paired(space))
+        report = build_report(confirm.configs(plan, values, mlflow_client, experiment_id, rounds), space.objective,
+                              confirm.seeds(plan), plan.confirm_alpha, plan.confirm_power, rounds,
+                              confirm.paired(space))
         text = confirm_markdown(report, confirm_title(plan))
         for run_id in (plan.confirm_run_id, plan.parent_run_id):
             mlflow_client.log_text(run_id, text, confirm.MARKDOWN_ARTIFACT)
@@ -288,8 +293,8 @@ def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experimen
 
 
 def confirm_title(plan: SweepPlan) -> str:
-    return (f"Confirmed leaderboard of sweep {plan.name}: {len(plan.confirm_trials)} configurations x "
-            f"{plan.confirm_seeds} seeds")
+    seeds = f"{plan.confirm_seeds} seeds" if plan.confirm_design == FIXED else f"at most {plan.confirm_seeds} seeds"
+    return f"Confirmed leaderboard of sweep {plan.name}: {len(plan.confirm_trials)} configurations x {seeds}"
 
 
 def _hours(plan: SweepPlan, mlflow_client, experiment_id: str) -> dict[str, float]:

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from sweep.inputs.resources import TrialResources
-from sweep.report.verify_claim import SeedResult
+from sweep.report.verify_claim import NOT_RUN, SeedResult
 from sweep.trial.runner import TRIAL_NUMBER_KEY, TrialSettings
 
 TRAIN_TIME_METRIC = "final_train_time_ms"
@@ -53,7 +53,7 @@ def run_grid(settings: TrialSettings, table: dict[int, dict[str, Any]], *, name:
         tuner = new_tuner(settings, name=name, results_dir=results_dir, max_failures=max_failures,
                           param_space=space,
                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=fits),
-                          callbacks=[LiveView(metric, mode, len(table), name, fits)])
+                          callbacks=[LiveView(metric, mode, len(table), settings.sweep, fits)])
     with interrupts.tune() if interrupts is not None else nullcontext():
         return tuner.fit()
 
@@ -69,7 +69,7 @@ def seed_results(mlflow_client, experiment_id: str, parent_run_id: str, seeds: d
     for number, seed in seeds.items():
         row = rows.get(number)
         if row is None:
-            found[number] = SeedResult(seed, "", "not run", None, None)
+            found[number] = SeedResult(seed, "", NOT_RUN, None, None)
             continue
         time_ms = row.metrics.get(TRAIN_TIME_METRIC)
         found[number] = SeedResult(seed, row.run_id, row.status, row.metrics.get(loss_metric),

@@ -16,6 +16,7 @@ from scipy import stats as _scipy_stats
 SPEEDRUN_TARGET = 3.28
 RECORD_ALPHA = 0.01
 GOLF_MIN_IMPROVEMENT = 0.005
+SPEEDRUN_MIN_EFFECT = 0.002   # about what a speedrun record moves the mean val loss by (PR #175)
 
 
 def _as_floats(values: Iterable[float], name: str, min_count: int) -> list[float]:
@@ -164,17 +165,17 @@ def paired_test(values: Sequence[float], baseline: Sequence[float], mode: str = 
     return float(_scipy_stats.ttest_rel(xs, base, alternative=alternative).pvalue)
 
 
-def welch_test(values: Sequence[float], baseline: Sequence[float], mode: str = "min") -> float:
-    """p-value of the one-sided Welch's t-test that `values` beat `baseline` (lower when `mode` is min, higher
-    when max), for unpaired runs: `scipy.stats.ttest_ind(values, baseline, equal_var=False, alternative="less"
-    / "greater")`, except that two groups with no spread give a definite answer where scipy gives NaN: 0 when
-    the mean of `values` is better, 1 otherwise."""
-    xs = _as_floats(values, "values", 2)
+def welch_test(values: Sequence[float], baseline: Sequence[float], shift: float = 0.0,
+               alternative: str = "greater") -> float:
+    """p-value of Welch's one-sided test that mean(values) - mean(baseline) is above `shift` (alternative
+    "greater") or below it ("less"), for two unpaired samples: `scipy.stats.ttest_ind(values - shift,
+    baseline, equal_var=False)`, except that samples with no spread give a definite answer (0 when the
+    difference lies on the alternative's side, 1 otherwise) where scipy gives NaN."""
+    xs = [x - shift for x in _as_floats(values, "values", 2)]
     base = _as_floats(baseline, "baseline", 2)
-    (std, mean), (base_std, base_mean) = std_mean(xs), std_mean(base)
-    if std == 0.0 and base_std == 0.0:
-        return 0.0 if (mean < base_mean if mode == "min" else mean > base_mean) else 1.0
-    alternative = "less" if mode == "min" else "greater"
+    if std_mean(xs)[0] == 0.0 and std_mean(base)[0] == 0.0:
+        gap = math.fsum(xs) / len(xs) - math.fsum(base) / len(base)
+        return 0.0 if (gap > 0 if alternative == "greater" else gap < 0) else 1.0
     return float(_scipy_stats.ttest_ind(xs, base, equal_var=False, alternative=alternative).pvalue)
 
 

@@ -45,10 +45,11 @@ class ProgressBoard:
 
 def start_board(sweep: str):
     """The board of `sweep`, on the driver's node (the head of a cluster, which takes no trials: it asks
-    for no CPU)."""
+    for no CPU); the one already there when an earlier experiment of the same driver made it (the rounds of
+    a sequential confirmation)."""
     node = ray.get_runtime_context().get_node_id()
     return ProgressBoard.options(
-        name=board_name(sweep), max_pending_calls=MAX_PENDING_CALLS,
+        name=board_name(sweep), get_if_exists=True, max_pending_calls=MAX_PENDING_CALLS,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
 
 
@@ -104,11 +105,7 @@ class BoardReader:
         self._asked: ray.ObjectRef | None = None
         self._asked_at = float("-inf")
         self._warning: dict = {}
-        try:
-            self.board = start_board(sweep)
-        except ValueError as e:  # the name is taken: a board of this sweep's name is alive in this job
-            self.board = None
-            warn_once(self._warning, f"no progress board ({e})")
+        self.board = start_board(sweep)
 
     def latest(self) -> dict[str, dict[str, Any]]:
         now = time.monotonic()

@@ -6,6 +6,8 @@ Keys (all optional):
   train.iterations (40), train.val_every (10), seed (0)
   fp8.x_s, fp8.w_s, fp8.grad_s: the loss is lowest at the PR #175 scales
   fake.quality: added to the loss as is (tests pick a clear ranking with it)
+  fake.seed_noise (0): the std of an offset added to the loss, drawn from the seed and fake.quality, so the
+    seeds of a configuration spread as a real trainer's do (independently of another configuration's)
   fake.step_s (0.01): seconds per step
   fake.format: events (events.jsonl) | nanogpt | golf (reference log lines on stdout)
   fake.crash_seed / fake.diverge_seed: crash (exit 1) / diverge at the middle step when seed equals it
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -44,9 +47,15 @@ def parse(argv: list[str]) -> tuple[dict, str | None]:
     return values, run_dir
 
 
+def seed_offset(cfg: dict) -> float:
+    noise = float(cfg.get("fake.seed_noise", 0.0))
+    draw = random.Random(f"{cfg.get('seed', 0)}/{float(cfg.get('fake.quality', 0.0))}").gauss(0.0, 1.0)
+    return noise * draw if noise else 0.0
+
+
 def val_loss(cfg: dict, step: int) -> float:
     offset = sum(math.log(float(cfg.get(k, v)) / v) ** 2 for k, v in PR175.items()) * 0.05
-    return 2.0 + 3.0 * math.exp(-step / 15.0) + offset + float(cfg.get("fake.quality", 0.0))
+    return 2.0 + 3.0 * math.exp(-step / 15.0) + offset + float(cfg.get("fake.quality", 0.0)) + seed_offset(cfg)
 
 
 def main() -> int:

@@ -13,6 +13,7 @@ import yaml
 from paths import REPO, SUPPORT
 
 from sweep.cli import main as sweep_main
+from sweep.orchestration.confirm import ROLE as CONFIRM_ROLE
 from sweep.stores import tracking
 
 FAKE = SUPPORT / "fake_trainer.py"
@@ -76,3 +77,15 @@ def sweep_run_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
              "print('ray imported' if 'ray' in sys.modules else 'ray never imported'); sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", probe], cwd=folder, env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120)
+
+
+def confirm_runs(client, sweep_parent):
+    """(the confirmation's parent run, its child runs by trial number)."""
+    exp = sweep_parent.info.experiment_id
+    parents = client.search_runs([exp], f"tags.`{tracking.PARENT_RUN_TAG}` = '{sweep_parent.info.run_id}' "
+                                        f"and tags.`{tracking.TAG_ROLE}` = '{CONFIRM_ROLE}'")
+    assert len(parents) == 1
+    children = tracking.child_runs(client, exp, parents[0].info.run_id)
+    numbers = [int(r.data.tags[tracking.TAG_TRIAL_NUMBER]) for r in children]
+    assert len(numbers) == len(set(numbers)), f"duplicate confirmation runs: {sorted(numbers)}"
+    return parents[0], {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in children}

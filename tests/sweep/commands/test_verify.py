@@ -61,7 +61,8 @@ def test_verify_a_config_file_on_the_tiny_trainer(ray_local, tmp_path, capsys):
     target = 6.0
     capsys.readouterr()
     rc = sweep_main(["verify", "--config", str(config), "--seeds", "3", "--target", str(target), "--mlflow-uri", uri,
-                     "--results-dir", str(tmp_path / "runs"), "--experiment", "claims", "--concurrency", "2"])
+                     "--results-dir", str(tmp_path / "runs"), "--experiment", "claims", "--concurrency", "2",
+                     "--fixed"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
 
@@ -126,6 +127,45 @@ def test_verify_a_sweeps_best_trial_and_report_a_failed_seed(ray_local, tmp_path
     assert f"losses = [{', '.join(repr(x) for x in losses)}]" in note and note.strip() in printed
 
 
+@pytest.mark.slow
+def test_verify_runs_rounds_until_the_claim_is_significant(ray_local, tmp_path, capsys):
+    from fake_trainer import val_loss
+
+    from sweep.report.sequential import Design, Rounds, Sample
+
+    # The stand-in's loss is 2.21 give or take 0.01 from seed to seed: rounds of 2 seeds against a target of
+    # 2.24, as the same values replayed here go, show it below the target before the 10 seeds run out.
+    keys = {"fake.seed_noise": 0.01, "fake.step_s": 0.005}
+    expected, ran = Rounds(Design(10, None)), 0
+    while expected.running:
+        ran += 2
+        losses = [val_loss({**keys, "seed": s}, 40) for s in range(ran)]
+        expected.add({0: Sample(tuple(2.24 - x for x in losses))}, last=ran == 10)
+    assert (ran, expected.courses[0].verdict) == (6, "better")
+
+    config = tmp_path / "noisy.yaml"
+    config.write_text(yaml.safe_dump({"fake": {"seed_noise": 0.01, "step_s": 0.005}}))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    capsys.readouterr()
+    rc = sweep_main(["verify", "--config", str(config), "--trainer-cmd", FAKE, "--seeds", "10", "--target", "2.24",
+                     "--concurrency", "2", "--mlflow-uri", uri, "--results-dir", str(tmp_path / "runs"),
+                     "--experiment", "claims"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    client, parent, runs = verify_runs(uri, "claims", "noisy-verify")
+    assert [r.data.params["seed"] for r in runs] == [str(s) for s in range(ran)]
+    assert [r.data.metrics["final_val_loss"] for r in runs] == pytest.approx(losses, rel=1e-12)
+    assert [p.name for p in sorted((tmp_path / "runs" / "noisy-verify").glob("round-*"))] == \
+        ["round-1", "round-2", "round-3"]
+    metrics, tags = parent.data.metrics, parent.data.tags
+    assert (metrics["rounds"], metrics["seeds_run"], tags["sweep.verify.passed"]) == (3, 6, "true")
+    assert metrics["p_value_sequential"] == pytest.approx(expected.sequential_p()[0], rel=1e-6)
+    naive = scipy.stats.ttest_1samp(losses, 2.24, alternative="less").pvalue
+    assert metrics["p_value"] == pytest.approx(naive, rel=1e-9) and metrics["p_value_sequential"] > naive
+    note = tags[tracking.NOTE_TAG]
+    assert "| 3 | 6 |" in note and "p corrected for the 3 looks: " in note and "Verdict: passes at 0.01." in note
+
+
 def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(SHORT))
@@ -139,6 +179,8 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
         (["--config", str(config), "--target", "3", "--set", "train.batch_tokens=1000"], "train.batch_tokens"),
         (["nosweep", "--target", "3"], "nosweep: no sweep of that name"),
         (["--config", str(config), "--target", "3", "--set", "seed=4"], "--set: seed is what verify varies"),
+        (["--config", str(config), "--target", "3", "--min-effect", "0"], "--min-effect: must be a number above 0"),
+        (["--config", str(config), "--target", "3", "--power", "0.9"], "--power: only the futility stop uses it"),
     ]
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {iterationz: 5}\n")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from golf_standin import hyperparameters, score_bpb, ttt_bpb, val_loss
 from paths import SUPPORT
-from sweeping import study, sweep_run_in, sweep_runs
+from sweeping import confirm_runs, study, sweep_run_in, sweep_runs
 
 from sweep.cli import main as sweep_main
 from sweep.commands import import_logs
@@ -130,7 +130,6 @@ def test_live_lines_and_import_logs_give_the_same_events(env_sweep, stores):
 
 
 def test_a_confirmation_passes_each_seed_as_SEED_and_the_script_reads_it(ray_local, stores, tmp_path):
-    from test_confirm import confirm_runs
 
     from sweep.stores import results_dir
 

@@ -15,12 +15,23 @@ import optuna
 import pytest
 import scipy.stats
 from paths import REPO
-from sweeping import PLAIN_FAKE, processes_with, run_sweep, study, sweep_run_in, sweep_runs, wait_for, write_space
+from sweeping import (
+    PLAIN_FAKE,
+    confirm_runs,
+    processes_with,
+    run_sweep,
+    study,
+    sweep_run_in,
+    sweep_runs,
+    wait_for,
+    write_space,
+)
 
 from sweep.cli import main as sweep_main
 from sweep.commands.list_sweeps import sweeps
-from sweep.inputs.plan import PLAN_FILE, load_plan
-from sweep.orchestration.confirm import ROLE, TAG_WINNER
+from sweep.inputs.plan import FIXED, PLAN_FILE, load_plan
+from sweep.orchestration import confirm
+from sweep.orchestration.confirm import TAG_WINNER
 from sweep.report import stats
 from sweep.stores import tracking
 
@@ -31,18 +42,9 @@ SHORT = ["train.iterations=4", "train.val_every=2", "train.warmdown_iters=2", "t
 PR175_X_S = 100 / 448
 
 
-def confirm_runs(client, sweep_parent):
-    """(the confirmation's parent run, its child runs by trial number)."""
-    exp = sweep_parent.info.experiment_id
-    parents = client.search_runs([exp], f"tags.`{tracking.PARENT_RUN_TAG}` = '{sweep_parent.info.run_id}' "
-                                        f"and tags.`{tracking.TAG_ROLE}` = '{ROLE}'")
-    assert len(parents) == 1
-    children = tracking.child_runs(client, exp, parents[0].info.run_id)
-    numbers = [int(r.data.tags[tracking.TAG_TRIAL_NUMBER]) for r in children]
-    assert len(numbers) == len(set(numbers)), f"duplicate confirmation runs: {sorted(numbers)}"
-    return parents[0], {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in children}
 
 
+@pytest.mark.slow
 def test_confirm_reruns_the_top_configurations_on_paired_seeds(ray_local, stores, workdir, capsys):
     # Trial 1 differs from the baseline only in whether it saves its weights: the same training, seed by seed.
     space = write_space(workdir, name="confirmtiny", metric="val_loss",
@@ -53,7 +55,7 @@ def test_confirm_reruns_the_top_configurations_on_paired_seeds(ray_local, stores
                                             {"fp8.x_s": PR175_X_S, "train.save_model": False},
                                             {"fp8.x_s": 0.5, "train.save_model": True}])
     rc, out = run_sweep(capsys, stores, "--space", str(space), "--trials", "3", "--concurrency", "2",
-                        "--name", "confirmtiny", "--confirm", "2", "--confirm-seeds", "3",
+                        "--name", "confirmtiny", "--confirm", "2", "--confirm-seeds", "3", "--confirm-fixed",
                         *[a for s in SHORT for a in ("--set", s)])
     assert rc == 0, out
     client, parent, search = sweep_runs(stores, "confirmtiny")
@@ -107,6 +109,7 @@ def test_confirm_reruns_the_top_configurations_on_paired_seeds(ray_local, stores
     assert f"CPU-hours spent: {metrics['cpu_hours']:.4g}" in out
 
 
+@pytest.mark.slow
 def test_resume_in_the_middle_of_the_confirmation(ray_local, stores, workdir, capsys):
     marker = f"confirmresume-{uuid.uuid4().hex[:8]}"
     space = write_space(workdir, name="confres", metric="val_loss",
@@ -117,7 +120,7 @@ def test_resume_in_the_middle_of_the_confirmation(ray_local, stores, workdir, ca
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep", "run", "--space", str(space), "--trials", "2", "--concurrency", "1",
          "--name", "confres", "--trainer-cmd", PLAIN_FAKE, "--mlflow-uri", stores["mlflow"],
-         "--storage", stores["optuna"]],
+         "--storage", stores["optuna"], "--confirm-fixed"],
         cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     client = tracking.client(stores["mlflow"])
 
@@ -161,6 +164,7 @@ def test_resume_in_the_middle_of_the_confirmation(ray_local, stores, workdir, ca
     assert processes_with(marker) == []
 
 
+@pytest.mark.slow
 def test_stop_at_stops_launching_and_lets_running_trials_finish(ray_local, stores, workdir, capsys):
     # Trial 0 is slow and poor; trial 1 reaches the target while trial 0 still runs.
     space = write_space(workdir, name="stopat", metric="val_loss",
@@ -181,6 +185,7 @@ def test_stop_at_stops_launching_and_lets_running_trials_finish(ray_local, store
     assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_budget_stops_launching_before_the_budget_is_spent(ray_local, stores, workdir, capsys):
     space = write_space(workdir, name="budget", metric="val_loss",
                         params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
@@ -208,7 +213,12 @@ def test_budget_stops_launching_before_the_budget_is_spent(ray_local, stores, wo
     (["--stop-at", "nan"], "--stop-at: must be a finite value of val_loss"),
     (["--budget-gpu-hours", "0"], "--budget-gpu-hours: must be a number above 0"),
     (["--noise-std", "-1"], "--noise-std: must be a number above 0"),
-    (["--confirm", "2", "--set", "seed=3"], "--confirm: the confirmation runs seeds 1..3 through seed"),
+    (["--confirm", "2", "--confirm-fixed", "--set", "seed=3"], "--confirm: the confirmation runs seeds 1..3 through seed"),
+    (["--confirm", "2"], "--min-effect: the sequential confirmation stops a configuration once an improvement of "
+                         "--min-effect is implausible, and the tiny preset has no record rule"),
+    (["--min-effect", "0.01"], "--min-effect: only a confirmation uses it: add --confirm K"),
+    (["--confirm", "2", "--confirm-fixed", "--min-effect", "0.01"], "--min-effect: the fixed design"),
+    (["--confirm", "2", "--min-effect", "0.01", "--confirm-power", "0.005"], "--confirm-power: must be above"),
 ])
 def test_bad_confirmation_and_stopping_flags_exit_2_before_anything(tmp_path, args, message):
     done = sweep_run_in(tmp_path, *args)
@@ -223,7 +233,7 @@ def test_a_confirm_block_with_an_unknown_key_names_the_file_and_key(tmp_path):
                 params={"fp8.x_s": {"type": "float", "low": 0.02, "high": 2.0}}, confirm={"top": 2, "runs": 3})
     done = sweep_run_in(tmp_path, "--space", "badconfirm.yaml")
     assert done.returncode == 2
-    assert "badconfirm.yaml: confirm.runs: unknown field (known: top, seeds)" in done.stderr
+    assert "badconfirm.yaml: confirm.runs: unknown field (known: top, seeds, min_effect, fixed)" in done.stderr
 
 
 def test_paired_statistics_follow_scipy_and_never_crown_an_identical_configuration():
@@ -251,3 +261,119 @@ def test_a_plan_written_before_the_confirmation_fields_still_loads(tmp_path):
     plan = load_plan(tmp_path, "old")
     assert (plan.confirm, plan.stage, plan.stop_at, plan.budget_gpu_hours, plan.confirm_trials) == (0, "search", None,
                                                                                                     None, [])
+    # A confirmation begun before the sequential design existed goes on as it began: every seed at once.
+    old.update(confirm=2, confirm_seeds=3, stage="confirm", confirm_trials=[0, 4, 2], confirm_run_id="r")
+    (tmp_path / "old" / PLAN_FILE).write_text(json.dumps(old))
+    plan = load_plan(tmp_path, "old")
+    assert (plan.confirm_design, plan.confirm_seeds) == (FIXED, 3)
+    assert confirm.round_count(plan) == 1 and confirm.round_seeds(plan, 1) == [1, 2, 3]
+
+
+def lr_point(lr: float, save_model: bool = True) -> dict:
+    return {"optim.tied_embed_lr": lr, "optim.matrix_lr": 0.8 * lr, "train.save_model": save_model}
+
+
+@pytest.mark.slow
+def test_the_sequential_design_stops_a_bad_configuration_early_and_spends_fewer_runs(ray_local, stores, workdir,
+                                                                                     capsys):
+    # Trial 1's learning rates are 100x too small: after 4 steps its loss is about 2 nats above the baseline's
+    # on every seed. Trial 2 trains exactly like the baseline (it only skips saving its weights).
+    space = write_space(workdir, name="seqlr", metric="val_loss",
+                        params={"optim.tied_embed_lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+                                "optim.matrix_lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+                                "train.save_model": {"type": "categorical", "choices": [True, False]}},
+                        points_to_evaluate=[lr_point(0.05), lr_point(0.0005), lr_point(0.05, save_model=False)])
+    common = ["--space", str(space), "--trials", "3", "--concurrency", "2", "--confirm", "2", "--confirm-seeds", "3",
+              *[a for s in SHORT for a in ("--set", s)]]
+    rc, out = run_sweep(capsys, stores, *common, "--name", "seqlr", "--min-effect", "0.01")
+    assert rc == 0, out
+    rc, fixed_out = run_sweep(capsys, stores, *common, "--name", "fixedlr", "--confirm-fixed")
+    assert rc == 0, fixed_out
+
+    client, parent, _ = sweep_runs(stores, "seqlr")
+    plan = load_plan(workdir / "runs", "seqlr")
+    assert (plan.confirm_design, plan.confirm_trials[0], sorted(plan.confirm_trials[1:])) == ("sequential", 0, [1, 2])
+    _, runs = confirm_runs(client, parent)
+    seeds = {}
+    for number, run in runs.items():
+        assert run.info.status == "FINISHED"
+        seeds.setdefault(number // 3, set()).add(int(run.data.params["seed"]))
+    assert seeds == {0: {1, 2}, 1: {1, 2}, 2: {1, 2}}      # one round: seeds 1 and 2, and all was decided
+    assert parent.data.metrics["confirm.trial_1.stop_round"] == 1
+    assert parent.data.tags[TAG_WINNER] == "none"
+    row = next(line for line in out.splitlines() if line.startswith("| trial 1 |"))
+    assert row.startswith("| trial 1 | 2 |") and row.endswith("| round 1 | not better (futility) |")
+    assert "Seeds spent: 6 runs (baseline (trial 0) 2, " in out
+
+    fixed_client, fixed_parent, _ = sweep_runs(stores, "fixedlr")
+    _, fixed_runs = confirm_runs(fixed_client, fixed_parent)
+    assert sorted(fixed_runs) == list(range(9))
+    assert len(runs) < len(fixed_runs)
+    assert parent.data.metrics["confirm.runs"] == len(runs)
+
+
+@pytest.mark.slow
+def test_resume_in_the_middle_of_a_round_continues_it_without_repeating_a_seed(ray_local, stores, workdir, capsys):
+    from fake_trainer import val_loss
+
+    from sweep.report.sequential import Design, Rounds, Sample
+
+    # Seeds move the stand-in's loss by 0.01 (std); trial 1 is better by 0.02, which takes all 4 rounds of
+    # at most 5 seeds to show: the same stand-in values replayed here give the rounds the sweep must go through.
+    marker = f"seqresume-{uuid.uuid4().hex[:8]}"
+    fixed = {"fake.tag": marker, "fake.step_s": 0.04, "fake.seed_noise": 0.01}
+    qualities = [0.5, 0.48]
+    expected = Rounds(Design(5, 0.005))
+    for number in range(1, 5):
+        loss = [[val_loss({**fixed, "fake.quality": q, "seed": s}, 40) for s in range(1, number + 2)] for q in qualities]
+        expected.add({0: Sample(tuple(b - c for b, c in zip(*loss)))}, last=number == 4)
+    assert (expected.courses[0].verdict, expected.courses[0].stopped) == ("better", 4)
+
+    space = write_space(workdir, name="seqres", metric="val_loss",
+                        params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}}, fixed=fixed,
+                        points_to_evaluate=[{"fake.quality": q} for q in qualities],
+                        confirm={"top": 1, "seeds": 5, "min_effect": 0.005})
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", "--space", str(space), "--trials", "2", "--concurrency", "1",
+         "--name", "seqres", "--trainer-cmd", PLAIN_FAKE, "--mlflow-uri", stores["mlflow"],
+         "--storage", stores["optuna"]],
+        cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = tracking.client(stores["mlflow"])
+
+    def confirmation_runs() -> list:
+        path = workdir / "runs" / "seqres" / PLAN_FILE
+        plan = json.loads(path.read_text()) if path.is_file() else {}
+        if not plan.get("confirm_run_id"):
+            return []
+        exp = client.get_run(plan["confirm_run_id"]).info.experiment_id
+        return tracking.child_runs(client, exp, plan["confirm_run_id"])
+
+    def in_round_two() -> bool:   # round 1 ran seeds 1 and 2 of both; round 2 runs seed 3 of both
+        states = [r.info.status for r in confirmation_runs()]
+        return states.count("FINISHED") == 5 and "RUNNING" in states
+
+    try:
+        wait_for(in_round_two, 180, "round 2 of the confirmation with one run finished and one running")
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_for(lambda: not processes_with(marker), 30, "the killed sweep's trainers to exit")
+    before = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r.info.run_id
+              for r in confirmation_runs() if r.info.status == "FINISHED"}
+    assert len(before) == 5 and (workdir / "runs" / "seqres-confirm" / "round-2").is_dir()
+
+    assert sweep_main(["resume", "seqres"]) == 0
+    out = capsys.readouterr().out
+    assert "round 1 of at most 4" not in out                     # round 1 is replayed from its runs
+    assert "round 2 of at most 4: seed 3 of trials 0, 1: 2 runs" in out
+    _, parent, _ = sweep_runs(stores, "seqres")
+    confirmation, runs = confirm_runs(client, parent)            # fails on two runs of one seed
+    assert sorted(runs) == list(range(10)) and confirmation.info.status == "FINISHED"
+    for number, run in runs.items():
+        assert run.info.status == "FINISHED" and run.data.params["seed"] == str(number % 5 + 1)
+    for number, run_id in before.items():                       # reused, not trained again
+        assert runs[number].info.run_id == run_id and runs[number].data.tags[tracking.TAG_ATTEMPT] == "1"
+    assert sum(r.data.tags[tracking.TAG_ATTEMPT] == "2" for r in runs.values()) == 1  # the one cut off
+    assert parent.data.tags[TAG_WINNER] == "1" and parent.data.metrics["confirm.trial_1.stop_round"] == 4
+    assert parent.data.metrics["confirm.trial_1.p_adjusted"] == pytest.approx(expected.adjusted_p()[0], rel=1e-6)
+    assert processes_with(marker) == []

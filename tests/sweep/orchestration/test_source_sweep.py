@@ -21,7 +21,7 @@ import pytest
 import scipy.stats
 import yaml
 from paths import REPO, SUPPORT
-from sweeping import processes_with, study, sweep_runs, wait_for
+from sweeping import confirm_runs, processes_with, study, sweep_runs, wait_for
 
 from sweep.cli import main as sweep_main
 from sweep.commands.verify import ROLE as VERIFY_ROLE
@@ -275,13 +275,12 @@ def test_a_killed_driver_then_resume_leaves_the_scripts_folder_byte_identical(ra
 
 
 def test_a_script_without_a_seed_site_is_confirmed_by_repeats_tested_unpaired(ray_local, stores, workdir, tmp_path):
-    from test_confirm import confirm_runs
 
     # The jitter makes repeats differ, as modded-nanogpt's runs differ by nondeterminism; it is wide enough that
     # three repeats printed to 4 decimals almost never coincide.
     space = standin_folder(workdir, "srcconfirm", fixed={**FIXED, "Hyperparameters.jitter": 0.5})
     rc, out = in_folder(workdir, "run", "--space", str(space), "--trials", "2", "--name", "srcconfirm", "--seed", "1",
-                        "--confirm", "1", "--confirm-seeds", "3", "--mlflow-uri", stores["mlflow"],
+                        "--confirm", "1", "--confirm-seeds", "3", "--confirm-fixed", "--mlflow-uri", stores["mlflow"],
                         "--storage", stores["optuna"])
     assert rc == 0, out
     assert "3 times each (the script names no seed site: unpaired repeats)" in out
