@@ -256,7 +256,8 @@ def _winner_line(report: ConfirmReport) -> str:
     winner, base, metric = report.winner, report.baseline, report.objective.metric
     values = ", ".join(f"{k}={fmt(v)}" for k, v in winner.config.values.items())
     text = (f"**Winner: trial {winner.config.trial}** ({values}): {metric} {winner.mean:.6g} against the "
-            f"baseline's {base.mean:.6g}, a difference of {winner.diff:+.4g}")
+            f"baseline's {base.mean:.6g}, {'a paired' if report.paired else 'an unpaired'} difference of "
+            f"{winner.diff:+.4g}")
     if winner.p_adjusted is not None:
         return text + (f", better at a sequential p-value of {stats.format_p(winner.p_adjusted)} adjusted for "
                        f"{report.design.hypotheses} configurations (<= {report.design.alpha:g}).")

@@ -295,7 +295,7 @@ def test_a_script_without_a_seed_site_is_confirmed_by_repeats_tested_unpaired(ra
         losses[number // 3].append(run.data.metrics["final_val_loss"])
     assert len(set(losses[0])) == 3           # repeats of one configuration differ
     p = parent.data.metrics["confirm.trial_1.p_value"]
-    assert p == pytest.approx(stats.welch_test(losses[1], losses[0]))
+    assert p == pytest.approx(stats.welch_test(losses[1], losses[0], 0.0, "less"))
     assert p == pytest.approx(scipy.stats.ttest_ind(losses[1], losses[0], equal_var=False, alternative="less").pvalue)
     report = artifact_text(client, parent.info.run_id, MARKDOWN_ARTIFACT, tmp_path / "report")
     assert "the runs are unpaired" in report and "equal_var=False" in report and "| repeat |" in report

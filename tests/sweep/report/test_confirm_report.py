@@ -22,13 +22,14 @@ def configs(*losses: list[float]) -> list[ConfirmedConfig]:
 
 
 def test_welch_test_follows_scipy_and_answers_groups_without_spread():
-    assert stats.welch_test(BETTER, BASE) == pytest.approx(
+    assert stats.welch_test(BETTER, BASE, 0.0, "less") == pytest.approx(
         scipy.stats.ttest_ind(BETTER, BASE, equal_var=False, alternative="less").pvalue)
-    assert stats.welch_test(BETTER, BASE, mode="max") == pytest.approx(
+    assert stats.welch_test(BETTER, BASE, 0.0, "greater") == pytest.approx(
         scipy.stats.ttest_ind(BETTER, BASE, equal_var=False, alternative="greater").pvalue)
-    assert stats.welch_test([3.0, 3.0], [3.1, 3.1]) == 0.0 and stats.welch_test([3.1, 3.1], [3.1, 3.1]) == 1.0
+    assert stats.welch_test([3.0, 3.0], [3.1, 3.1], 0.0, "less") == 0.0
+    assert stats.welch_test([3.1, 3.1], [3.1, 3.1], 0.0, "less") == 1.0
     # Unequal group sizes are fine unpaired (a repeat that crashed leaves its configuration one short).
-    assert stats.welch_test(BETTER[:3], BASE) == pytest.approx(
+    assert stats.welch_test(BETTER[:3], BASE, 0.0, "less") == pytest.approx(
         scipy.stats.ttest_ind(BETTER[:3], BASE, equal_var=False, alternative="less").pvalue)
 
 
@@ -36,7 +37,7 @@ def test_an_unpaired_report_tests_the_means_with_welch_and_says_the_runs_are_unp
     report = build_report(configs(BASE, BETTER), Objective("val_loss"), [1, 2, 3, 4], paired=False)
     line = report.lines[1]
     assert line.diff == pytest.approx(sum(BETTER) / 4 - sum(BASE) / 4)
-    assert line.p_value == pytest.approx(stats.welch_test(BETTER, BASE)) and line.better
+    assert line.p_value == pytest.approx(stats.welch_test(BETTER, BASE, 0.0, "less")) and line.better
     assert report.winner is line
     text = markdown(report, "t")
     assert "the runs are unpaired" in text and "equal_var=False" in text and "ttest_rel" not in text
