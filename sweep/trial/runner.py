@@ -3,7 +3,7 @@
 The trainer is `torchrun --standalone --nproc_per_node=N -m trainer --preset P --run-dir DIR key=value...`
 or another program (sweep.inputs.trainer_spec) with the run directory in `$SWEEP_RUN_DIR`: `CMD key=value...` in
 args mode, or `CMD` with every key an environment variable in env mode, where the trial also sets `RUN_ID`
-(its name) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
+(`<sweep>_trial_NNNN`) and `SEED` (the sweep's seed plus the trial number) unless the space sets them. Every `val`
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
 then retries it per `FailureConfig`, but the retry of a trainer that rejected its input, exit code 2, ends
@@ -30,8 +30,9 @@ from sweep.inputs.trainer_spec import SEED_ENV, TrainerSpec
 from sweep.runlog.events import EventTail, LineTail, RunState
 from sweep.runlog.logparse import LiveLog
 from sweep.stores import tracking
-from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, result_tags, trial_label
+from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, result_tags
 from sweep.stores.credentials import SECRET_ENV
+from sweep.stores.tracking import trial_label
 from sweep.trial.process import SupervisedProcess, package_pythonpath
 from sweep.trial.progress import TrialProgress
 from trainer.protocol import EVENTS_FILE, EXIT_BAD_INPUT, VAL
@@ -43,6 +44,7 @@ RUN_DIR_ENV = "SWEEP_RUN_DIR"
 RUN_ID_ENV = "RUN_ID"                     # the trial's identity in env mode, with SEED_ENV
 SCRIPT_LOGS = "logs"                      # where upstream scripts write logs/<RUN_ID>.txt, from their cwd
 COMPILE_CACHE = "gpt-sweep-compile-cache"
+TORCHRUN_LOG_DIR_ENV = "PET_LOG_DIR"
 TAIL_LINES = 40
 
 
@@ -102,6 +104,9 @@ def trial_env(settings: TrialSettings, run_dir: Path, variables: dict[str, str])
     # Each rank gets its share of the trial's CPUs; torch would otherwise start one thread per core of
     # the node in every rank of every trial.
     env["OMP_NUM_THREADS"] = str(max(1, settings.cpus // settings.nproc))
+    # torchrun (`--log-dir`, read from PET_LOG_DIR) otherwise leaves an empty torchelastic_* folder per run in
+    # the temp folder; /dev/null is its own "no log folder" (a program's output goes to output.log regardless).
+    env.setdefault(TORCHRUN_LOG_DIR_ENV, os.devnull)
     env.update(variables)
     env[RUN_DIR_ENV] = str(run_dir)
     return env
@@ -204,10 +209,12 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     if rejection is not None:
         raise TrialFailed(rejection)
     run_dir = fresh_run_dir(settings.run_root, number)
-    variables = trial_variables(settings, values, ctx.get_trial_name(), number)
+    # RUN_ID names the script's logs/<RUN_ID>.txt in a folder every sweep started there shares: the sweep's name
+    # keeps two sweeps' trial_0000 apart.
+    variables = trial_variables(settings, values, f"{settings.sweep}_{trial_label(number)}", number)
     if settings.trainer.env_mode:
         child.also_log(Path(settings.cwd) / SCRIPT_LOGS / f"{variables[RUN_ID_ENV]}.txt", SCRIPT_LOGS)
-    child.start(ctx.get_trial_name(), trial_params(settings, values, variables), {
+    child.start(trial_label(number), trial_params(settings, values, variables), {
         tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
         tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
         tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})
