@@ -235,7 +235,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
 
 
 def main(args: argparse.Namespace) -> int:
-    print(f"sweep run: checking {args.space or DEFAULT_SPACE}, its keys against the trainer, the data and the stores",
+    print(f"sweep run: checking the search space {args.space or DEFAULT_SPACE}, the data and the stores",
           file=sys.stderr, flush=True)
     plan = build_plan(args)
     local_ray.listen_on_loopback(plan.address)

@@ -11,7 +11,7 @@ ROUND_STEPS = ((1, 2, 5), (1,))      # tick values: 1, 2, 5 times a power of ten
 LIGHT_END_CUT = 0.35                 # the lightest part of a colour map, left out for lines on a light background
 LABEL_FONT = 8
 LABEL_OFFSET = (5, 3)                # points right of and above the labelled point
-MOST_NAMED = 4                       # labels one shared label lists before it counts the rest
+MOST_NAMED = 5                       # labels one shared label lists before it counts the rest
 
 
 def log_ticks(low: float, high: float, most: int = MOST_TICKS) -> list[float]:
@@ -23,7 +23,7 @@ def log_ticks(low: float, high: float, most: int = MOST_TICKS) -> list[float]:
         ticks = [m * 10.0 ** e for e in decades for m in steps if low <= m * 10.0 ** e <= high]
         if len(ticks) <= most:
             break
-    ticks = ticks[::math.ceil(len(ticks) / most)]
+    ticks = ticks[::max(1, math.ceil(len(ticks) / most))]
     if len(ticks) >= 2:
         return ticks
     return [float(f"{v:.2g}") for v in (low * 1.05, high * 0.95)]
@@ -112,7 +112,7 @@ def label_points(ax, points: list[tuple[float, float, str]], near_px: float = 13
 
 def group_label(labels: list[str], most: int = MOST_NAMED) -> str:
     """One label for the points drawn on top of each other: their labels in order, the first `most` of
-    them and how many more ("1, 2, 3 +22") where a long list would run across the next panel."""
+    them and how many more ("1, 2, 3, 4 +21") where a long list would run across the next panel."""
     ordered = sorted(labels, key=lambda text: (len(text), text))
     if len(ordered) <= most:
         return ", ".join(ordered)
