@@ -4,6 +4,7 @@ pairs, and colour-mapped lines that stay visible on the plot's background. Matpl
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 MOST_TICKS = 4
@@ -11,6 +12,7 @@ ROUND_STEPS = ((1, 2, 5), (1,))      # tick values: 1, 2, 5 times a power of ten
 LIGHT_END_CUT = 0.35                 # the lightest part of a colour map, left out for lines on a light background
 LABEL_FONT = 8
 LABEL_OFFSET = (5, 3)                # points right of and above the labelled point
+MARKER_PX = 3.5                      # a scatter marker's radius, in points
 MOST_NAMED = 5                       # labels one shared label lists before it counts the rest
 
 
@@ -86,28 +88,46 @@ def pairs_in_a_row(axes, value_label: str):
     return fig
 
 
-def label_points(ax, points: list[tuple[float, float, str]], near_px: float = 13.0) -> None:
-    """Write each point's label beside it, after the axes' layout and limits are final. Points whose labels
-    would overlap (drawn within a label's height above or below, and a label's width to the side) share
-    one label, "2, 3, 7": where points coincide (fractions of exactly 0, objectives a hair apart) each
-    label stays readable."""
-    to_px = ax.transData.transform
-    char_px = LABEL_FONT * 0.6 * ax.figure.dpi / 72
-    groups: list[dict] = []
-    for x, y, label in sorted(points, key=lambda p: (p[0], p[1])):
-        px, py = to_px((x, y))
-        for group in groups:
-            width = char_px * len(group_label(group["labels"])) + near_px
-            if abs(py - group["py"]) < near_px and 0 <= px - group["px"] < width:
-                group["labels"].append(label)
+def label_points(ax, points: list[tuple[float, float, str]]) -> None:
+    """Write each point's label beside it, after the axes' layout and limits are final: right of the point,
+    else left of it, above or below, whichever stays in the panel and covers no marker. Points whose labels
+    would still overlap share one label, "2, 3, 7", placed from the rightmost of them: where points coincide
+    (fractions of exactly 0, objectives a hair apart) or crowd, every label stays readable."""
+    scale = ax.figure.dpi / 72   # pixels per point
+    markers = [tuple(ax.transData.transform((x, y))) for x, y, _ in points]
+    groups = [[(*marker, x, y, label)] for marker, (x, y, label) in zip(markers, points)]
+
+    def box(group: list) -> tuple[float, float, float, float]:
+        px, py, *_ = max(group)
+        width = len(group_label([p[4] for p in group])) * LABEL_FONT * 0.6 * scale
+        height = LABEL_FONT * 1.2 * scale
+        dx, dy = LABEL_OFFSET[0] * scale, LABEL_OFFSET[1] * scale
+        candidates = [(left, bottom, left + width, bottom + height) for bottom in (py + dy, py - dy - height)
+                      for left in (px + dx, px - dx - width)]
+        inside = [b for b in candidates if ax.bbox.x0 <= b[0] and b[2] <= ax.bbox.x1] or candidates
+        clear = [b for b in inside if not any(_covers(b, m, MARKER_PX * scale) for m in markers)]
+        return (clear or inside)[0]
+
+    merged = True
+    while merged:   # merging grows a label, which may then reach another: until no two labels overlap
+        merged = False
+        for i, j in itertools.combinations(range(len(groups)), 2):
+            a, b = box(groups[i]), box(groups[j])
+            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                groups[i] += groups.pop(j)
+                merged = True
                 break
-        else:
-            groups.append({"px": px, "py": py, "xy": (x, y), "labels": [label]})
     for group in groups:
-        text = group_label(group["labels"])
+        px, py, x, y, _ = max(group)
+        left, bottom, *_ = box(group)
         # Out of the layout: tight_layout would shrink the panels to fit a label, and move the points it belongs to.
-        ax.annotate(text, group["xy"], textcoords="offset points", xytext=LABEL_OFFSET, fontsize=LABEL_FONT,
+        ax.annotate(group_label([p[4] for p in group]), (x, y), textcoords="offset points",
+                    xytext=((left - px) / scale, (bottom - py) / scale), ha="left", va="bottom", fontsize=LABEL_FONT,
                     annotation_clip=False).set_in_layout(False)
+
+
+def _covers(box: tuple[float, float, float, float], point: tuple[float, float], radius: float) -> bool:
+    return box[0] - radius < point[0] < box[2] + radius and box[1] - radius < point[1] < box[3] + radius
 
 
 def group_label(labels: list[str], most: int = MOST_NAMED) -> str:

@@ -83,7 +83,7 @@ def test_default_sweep_with_the_real_trainer(ray_local, stores, workdir, capsys)
     assert value == best_in_mlflow.data.metrics["final_val_loss"]
     assert number == int(best_in_mlflow.data.tags[tracking.TAG_TRIAL_NUMBER])
     # the last lines: the next commands with the sweep's name, and the page of MLflow's UI with its trials
-    experiment_id = client.get_experiment_by_name("fp8_scales").experiment_id
+    experiment_id = parent.info.experiment_id
     last = out.rstrip().splitlines()[-4:]
     assert re.fullmatch(rf"next: sweep list --mlflow-uri {re.escape(stores['mlflow'])} +# the sweeps of this store",
                         last[0]), last
