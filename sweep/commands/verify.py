@@ -223,7 +223,7 @@ def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: s
     run_id = tracking.open_parent(mlflow_client, experiment_id, plan.name, ROLE, plan.preset, plan.address, command,
                                   tags)
     tracking.log_params(mlflow_client, run_id, {k: format_value(v) for k, v in plan.config.items()})
-    tracking.save_trials_view(mlflow_client, experiment_id, plan.name, [plan.trainer.seed_key], "min")
+    tracking.ensure_trials_view(mlflow_client, experiment_id, plan.name, [plan.trainer.seed_key], "min")
     return run_id
 
 

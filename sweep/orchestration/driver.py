@@ -135,8 +135,9 @@ def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
 def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str,
                  name_given: bool) -> str:
     """Write what the sweep needs before its trials start: the study (the claim on the name), `sweep.json`,
-    the MLflow experiment and parent run, then `sweep.json` again with the run's id. A driver killed between
-    two of these leaves what `sweep resume` needs to do the rest. Returns the experiment id."""
+    the MLflow experiment and parent run, then `sweep.json` again with the run's id, and the MLflow UI's view of
+    its trials. A driver killed between two of these leaves what `sweep resume` needs to do the rest. Returns
+    the experiment id."""
     if not resume:
         claim_name(plan, space, name_given)
         plan.save()
@@ -148,8 +149,8 @@ def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: boo
             mlflow_client, experiment_id, plan.name, "sweep", plan.preset, plan.address, command,
             {tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
              tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode}, description=describe(plan, space))
-        tracking.save_trials_view(mlflow_client, experiment_id, plan.name, list(space.params), space.mode)
         plan.save()
+    tracking.ensure_trials_view(mlflow_client, experiment_id, plan.name, list(space.params), space.mode)
     return experiment_id
 
 

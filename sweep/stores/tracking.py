@@ -226,10 +226,13 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def save_trials_view(mlflow_client, experiment_id: str, name: str, keys: list[str], mode: str) -> None:
-    """Save the view of the runs table that shows run `name`'s trials: one row each, best first, with their
-    objective, val_loss, swept values, status and wallclock (a filter also keeps the UI from folding
-    the trials under their parent run)."""
+def ensure_trials_view(mlflow_client, experiment_id: str, name: str, keys: list[str], mode: str) -> None:
+    """Save the view of the runs table that shows run `name`'s trials, unless the experiment has it (a resumed
+    sweep keeps what the user may have changed in it): one row each, best first, with their objective,
+    val_loss, swept values, status and wallclock (a filter also keeps the UI from folding the trials under
+    their parent run)."""
+    if SAVED_VIEW_PREFIX + name in mlflow_client.get_experiment(experiment_id).tags:
+        return
     now = int(time.time() * 1000)
     state = {
         "searchFilter": f"tags.`{TAG_SWEEP}` = '{name}' and tags.`{TAG_ROLE}` = '{TRIAL_ROLE}'",

@@ -38,7 +38,7 @@ def make_sweep(folder: Path, name: str, trials: int) -> SweepPlan:
     space = plan.space()
     client = MlflowClient(plan.mlflow_uri)
     experiment_id = tracking.ensure_experiment(client, plan.mlflow_uri, plan.experiment)
-    tracking.save_trials_view(client, experiment_id, name, list(space.params), space.mode)
+    tracking.ensure_trials_view(client, experiment_id, name, list(space.params), space.mode)
     parent = client.create_run(experiment_id, run_name=name, tags={
         tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP: name, tracking.TAG_SPACE: plan.space_text,
         tracking.TAG_SPACE_FILE: plan.space_file, tracking.TAG_PRESET: plan.preset,
