@@ -169,7 +169,7 @@ def test_crash_is_retried_then_failed_and_divergence_is_a_penalised_result(ray_l
 
     run_root = load_plan(workdir / "runs", "crash").run_root
     assert (run_root / "trial_0001.attempt1" / "output.log").is_file()
-    assert re.search(r"^\s*-\s+1\s+failed\s", out, re.M)
+    assert re.search(r"^\s*-\s+trial_0001\s+failed\s", out, re.M)
     assert processes_with(marker) == []
 
 
