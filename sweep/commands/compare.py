@@ -200,7 +200,8 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
     if ref_curves:
         title += f" and {len(ref_curves)} imported logs (grey)"
     if len(rows) > top:
-        title += f"\n({len(rows) - top} of the {len(rows)} trials left out: `sweep compare {plan.name} --top {len(rows)}` draws all)"
+        title += (f"\n({len(rows) - top} of the {len(rows)} trials left out: "
+                  f"`sweep compare {plan.name} --top {len(rows)}` draws all)")
     ax.set(xlabel="training time (s)", ylabel="val_loss", title=title)
     if curves or ref_curves:
         ax.legend(fontsize=8)
@@ -320,7 +321,7 @@ def main(args: argparse.Namespace) -> int:
         table(rows, plan),
         *reference_lines,
         "parameter importance: " + (", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + (f" ({why})" if why else "")
-                                    if scores else why)])
+                                    if scores else why)])   # why: the caveat on few trials, or why there are none
     print(summary, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / TABLE_FILE).write_text(summary + "\n")

@@ -177,7 +177,7 @@ def test_commands_print_store_paths_absolute(tmp_path, capsys, monkeypatch):
 
     assert sweep_main(["compare", "abs", "--results-dir", "sweep/runs", "--out", "plots"]) == 0
     written = capsys.readouterr().out.split("written (also on the parent MLflow run under compare/):\n")[1]
-    assert written.splitlines()[:2] == [f"  {tmp_path / 'plots' / 'trials.txt'}", f"  {tmp_path / 'plots' / 'loss_curves.png'}"]
+    assert written.splitlines()[:2] == [f"  {tmp_path / 'plots' / name}" for name in ("trials.txt", "loss_curves.png")]
 
 
 def test_import_destination_keeps_the_password_out_of_what_it_prints(tmp_path, monkeypatch):
