@@ -22,10 +22,12 @@ COMMANDS = {
 DESCRIPTION = "Hyperparameter sweeps of record-style GPT training on Ray Tune, Optuna and MLflow."
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `sweep` parser with every command, or with command `only`: building one imports its module, and
+    a command's first line should not wait for the others' imports."""
     p = argparse.ArgumentParser(prog="sweep", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in [only] if only else COMMANDS:
         add_command(sub, name)
     return p
 
@@ -52,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     command = "sweep"
     try:
-        p = parser()
-        args = p.parse_args(sys.argv[1:] if argv is None else argv)
+        argv = sys.argv[1:] if argv is None else argv
+        p = parser(argv[0] if argv and argv[0] in COMMANDS else None)
+        args = p.parse_args(argv)
         if args.command is None:
             p.print_help(sys.stderr)
             return EXIT_BAD_INPUT

@@ -8,9 +8,10 @@ into exit code 2.
 from __future__ import annotations
 
 import copy
+import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -100,10 +101,16 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     raise ConfigError(key, "unsupported type in schema")
 
 
+def unknown_key_message(key: str, known: Iterable[str]) -> str:
+    # A high cutoff: dotted keys of one section share their prefix, which alone looks similar enough at 0.6.
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
+    return f"unknown config key; did you mean {close[0]}?" if close else "unknown config key"
+
+
 def _apply(target: dict, updates: dict[str, Any], schema: dict[str, Any]) -> None:
     for key, value in updates.items():
         if key not in schema:
-            raise ConfigError(key, "unknown config key")
+            raise ConfigError(key, unknown_key_message(key, schema))
         node = target
         *parents, leaf = key.split(".")
         for part in parents:

@@ -20,6 +20,8 @@ from typing import Any
 
 from sweep.errors import EXIT_OK, InputError
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
+from sweep.orchestration.launch_gate import unit
+from sweep.report.figures import few_log_ticks, label_points, pairs_in_a_row, visible_lines
 from sweep.report.table import fmt
 from sweep.report.trial_rows import TrialRow, ranked_table, sweep_rows
 from sweep.stores import tracking
@@ -29,7 +31,8 @@ ARTIFACT_DIR = "compare"
 TABLE_FILE = "trials.txt"
 FP8_SCALES = ("fp8.x_s", "fp8.w_s", "fp8.grad_s")
 FP8_RANGE = {"x": "x / x_s (e4m3)", "w": "w / w_s (e4m3)", "g": "g / grad_s (e5m2)"}
-COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s", "gpu_hours")
+COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s")
+IMPORTANCE_TRIALS = 20   # fANOVA's ranking from fewer finished trials changes with the next few
 REFERENCE_COLUMNS = ("final_val_loss", "final_val_bpb", "roundtrip_val_bpb", "wallclock_s")
 REFERENCE_STYLES = ("--", ":", "-.", (0, (8, 2, 1, 2, 1, 2)))  # grey lines told apart by their dashes
 
@@ -43,10 +46,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def table(rows: list[TrialRow], plan: SweepPlan) -> str:
+    """The ranked trials with their values and results; hours in the sweep's unit (GPU-hours, or CPU-hours
+    for CPU trials) as its summary counts them, and for a trial without a result (running, pruned, failed)
+    the val_loss its curve has reached."""
     keys = list(plan.space().params)
-    return ranked_table(rows, plan.space().objective, ["objective", "from", *keys, *COLUMNS, "latest val_loss"],
-                        lambda r: [fmt(r.objective), r.objective_from or "-", *(fmt(r.params.get(k)) for k in keys),
-                                   *(fmt(r.metrics.get(c)) for c in COLUMNS), fmt(r.metrics.get("val_loss"))])
+    hours = f"{unit(plan.gpus_per_trial).lower()}_hours"
+
+    def cells(r: TrialRow) -> list[str]:
+        spent = None if r.wallclock_s is None else r.wallclock_s * plan.devices_per_trial / 3600.0
+        return [fmt(r.objective), r.objective_from or "-", *(fmt(r.params.get(k)) for k in keys),
+                *(fmt(r.metrics.get(c)) for c in COLUMNS), fmt(spent),
+                fmt(r.metrics.get("val_loss") if r.objective is None else None)]
+
+    return ranked_table(rows, plan.space().objective, ["objective", "from", *keys, *COLUMNS, hours, "latest val_loss"],
+                        cells)
 
 
 def importance_evaluator():
@@ -55,8 +68,16 @@ def importance_evaluator():
     return optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same figures on every call
 
 
+def importance_caveat(finished: int) -> str:
+    """What importances from `finished` trials are worth: a caveat below IMPORTANCE_TRIALS, else nothing."""
+    if finished >= IMPORTANCE_TRIALS:
+        return ""
+    return (f"from {finished} finished trials: unreliable below about {IMPORTANCE_TRIALS}, the order can "
+            f"change with a few more")
+
+
 def importance(study, plan: SweepPlan) -> tuple[dict[str, float], str]:
-    """fANOVA importances from the Optuna study, or why there are none yet."""
+    """fANOVA importances from the Optuna study and the caveat on them, or no importances and why."""
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -67,7 +88,8 @@ def importance(study, plan: SweepPlan) -> tuple[dict[str, float], str]:
         return {}, (f"parameter importance: none to tell, all {len(complete)} finished trials have the same "
                     f"{plan.space().metric} ({complete[0].value:.6g})")
     try:
-        return optuna.importance.get_param_importances(study, evaluator=importance_evaluator()), ""
+        return (optuna.importance.get_param_importances(study, evaluator=importance_evaluator()),
+                importance_caveat(len(complete)))
     except (ValueError, RuntimeError) as e:
         # e.g. every finished trial sampled one value of a parameter: there is no variance to split
         return {}, f"parameter importance unavailable: {e}"
@@ -107,29 +129,32 @@ def loss_curves(plan: SweepPlan, runs: dict[str, str]) -> dict[str, list[tuple[f
 def _optuna_figure(plot, study, path: Path, title: str, **kwargs) -> Path | None:
     """One of Optuna's matplotlib figures, saved with `title`; None when the study cannot make it yet
     (too few finished trials, no variance)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
     from optuna.exceptions import ExperimentalWarning
 
-    with warnings.catch_warnings():
+    # Optuna switches matplotlib to its ggplot style for good; the context keeps that to its own figures.
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore", ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
         try:
             axes = plot(study, **kwargs)
         except (ValueError, RuntimeError, ZeroDivisionError):
             return None
-    import matplotlib.pyplot as plt
-
-    if hasattr(axes, "flat"):  # a matrix of panels (contours over pairs): one title above them all
-        fig = axes.flat[0].figure
-        fig.set_size_inches(11, 9)
-        fig.suptitle(title)
-    else:
-        fig = axes.figure
-        fig.set_size_inches(10, 6)
-        for loc in ("left", "right"):  # Optuna's own titles, replaced by one that names the sweep
-            axes.set_title("", loc=loc)
-        axes.set_title(title)
-    # Optuna places its colour bar itself; tight_layout would push it over the panels.
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+        if hasattr(axes, "flat"):  # a matrix of panels (contours over pairs): one row of pairs, one title
+            fig = pairs_in_a_row(axes, kwargs.get("target_name", "objective"))
+            fig.suptitle(title)
+        else:
+            fig = axes.figure
+            fig.set_size_inches(10, 6)
+            for loc in ("left", "right"):  # Optuna's own titles, replaced by one that names the sweep
+                axes.set_title("", loc=loc)
+            axes.set_title(title)
+            visible_lines(axes)
+        for ax in fig.axes:
+            few_log_ticks(ax)
+        # Optuna places its colour bar itself; tight_layout would push it over the panels.
+        fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -151,7 +176,7 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
     out.mkdir(parents=True, exist_ok=True)
     space = plan.space()
     done = [r for r in rows if r.objective is not None]
-    written = [loss_curve_plot(plan, rows[:top], refs or {}, out / "loss_curves.png")]
+    written = [loss_curve_plot(plan, rows, top, refs or {}, out / "loss_curves.png")]
     if done:
         written += study_plots(plan, study, done, out)
     ranged = [r for r in done if any(f"{tracking.FP8_PREFIX}{k}_flushed" in r.metrics for k in FP8_RANGE)]
@@ -161,11 +186,13 @@ def write_plots(plan: SweepPlan, study, rows: list[TrialRow], top: int, out: Pat
     return written
 
 
-def loss_curve_plot(plan: SweepPlan, rows: list[TrialRow], refs: dict[str, Any], path: Path) -> Path:
-    """val_loss against training time of the trials in `rows`, in colour, and of the imported `refs`, in grey."""
+
+def loss_curve_plot(plan: SweepPlan, rows: list[TrialRow], top: int, refs: dict[str, Any], path: Path) -> Path:
+    """val_loss against training time of the best `top` trials of `rows`, in colour, and of the imported
+    `refs`, in grey; the title says how many trials were left out."""
     import matplotlib.pyplot as plt
 
-    curves = loss_curves(plan, {f"trial {r.number}": r.run_id for r in rows})
+    curves = loss_curves(plan, {tracking.trial_label(r.number): r.run_id for r in rows[:top]})
     ref_curves = loss_curves(plan, {label: run.info.run_id for label, run in refs.items()})
     # tab10 without its grey, whatever style Optuna's figures left set: grey is the references' colour.
     colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
@@ -180,6 +207,9 @@ def loss_curve_plot(plan: SweepPlan, rows: list[TrialRow], refs: dict[str, Any],
     title = f"{plan.name}: val_loss of the best {len(curves)} trials" if curves else f"{plan.name}: no val_loss yet"
     if ref_curves:
         title += f" and {len(ref_curves)} imported logs (grey)"
+    if len(rows) > top:
+        title += (f"\n({len(rows) - top} of the {len(rows)} trials left out: "
+                  f"`sweep compare {plan.name} --top {len(rows)}` draws all)")
     ax.set(xlabel="training time (s)", ylabel="val_loss", title=title)
     if curves or ref_curves:
         ax.legend(fontsize=8)
@@ -200,7 +230,9 @@ def study_plots(plan: SweepPlan, study, done: list[TrialRow], out: Path) -> list
                (ovm.plot_parallel_coordinate, "parallel_coordinates.png",
                 f"{plan.name}: swept values (colour: {metric}){tie}", {"params": keys, "target_name": metric})]
     if len({r.objective for r in done}) > 1 and len(keys) > 1:
-        figures.append((ovm.plot_param_importances, "importance.png", f"{plan.name}: parameter importance (fANOVA)",
+        caveat = importance_caveat(len(done))
+        figures.append((ovm.plot_param_importances, "importance.png",
+                        f"{plan.name}: parameter importance (fANOVA)" + (f"\n{caveat}" if caveat else ""),
                         {"target_name": metric, "evaluator": importance_evaluator()}))
     scales = [k for k in FP8_SCALES if k in keys]
     if len(scales) >= 2:
@@ -247,15 +279,17 @@ def fp8_range_plot(name: str, metric: str, rows: list[TrialRow], path: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey=True, squeeze=False)
+    labels = {}
     for row, (figure, what) in enumerate((("flushed", "non-zero values flushed to 0"),
                                           ("saturated", "values at the format max"))):
         for col, (kind, label) in enumerate(FP8_RANGE.items()):
             ax = axes[row][col]
             key = f"{tracking.FP8_PREFIX}{kind}_{figure}"
-            points = [(r.metrics[key], r.objective, r.number) for r in rows if key in r.metrics]
-            for x, y, number in points:
-                ax.scatter(x, y, color="tab:blue", edgecolors="black")
-                ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            points = [(r.metrics[key], r.objective, str(r.number)) for r in rows if key in r.metrics]
+            if points:
+                xs, ys, _ = zip(*points)
+                ax.scatter(xs, ys, color="tab:blue", edgecolors="black", zorder=2)
+            labels[ax] = points
             # Fractions span decades and are often exactly 0: linear below 1e-6, logarithmic above.
             ax.set_xscale("symlog", linthresh=1e-6)
             # From 0, and a factor beyond the largest fraction, so the rightmost point and its label stay inside.
@@ -263,6 +297,9 @@ def fp8_range_plot(name: str, metric: str, rows: list[TrialRow], path: Path) -> 
             ax.set(xlabel=f"{label}:\nfraction of {what}", ylabel=metric if col == 0 else None)
             ax.grid(alpha=0.3)
     fig.suptitle(f"{name}: {metric} against the FP8 casts' range use (last measured step; labels: trial numbers)")
+    fig.tight_layout()   # the layout first: labels are placed by where their points land on the page
+    for ax, points in labels.items():
+        label_points(ax, points)
     return _save(fig, path)
 
 
@@ -296,7 +333,8 @@ def main(args: argparse.Namespace) -> int:
         f"sweep {plan.name}: {len(rows)} trials, objective {objective.metric} ({objective.mode})",
         table(rows, plan),
         *reference_lines,
-        "parameter importance: " + (", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else why)])
+        "parameter importance: " + (", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + (f" ({why})" if why else "")
+                                    if scores else why)])   # why: the caveat on few trials, or why there are none
     print(summary, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / TABLE_FILE).write_text(summary + "\n")
@@ -304,5 +342,5 @@ def main(args: argparse.Namespace) -> int:
     client = tracking.client(plan.mlflow_uri)
     for path in files:
         client.log_artifact(plan.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
-    print(f"written: {', '.join(str(p) for p in files)} (also on the parent MLflow run under {ARTIFACT_DIR}/)")
+    print(f"written (also on the parent MLflow run under {ARTIFACT_DIR}/):", *(f"  {p}" for p in files), sep="\n")
     return EXIT_OK

@@ -147,16 +147,14 @@ def _check_trainer_cmd(cmd: str, where: str) -> None:
         raise InputError(where, f"no such program: {argv[0]}")
 
 
-def _check_script_reads_keys(space: SearchSpace, sets: dict, where: str) -> None:
+def _check_script_reads_keys(space: SearchSpace, where: str) -> None:
     """Env mode: the command's script must read every swept and fixed key (sweep.inputs.script_keys)."""
     script = script_of(space.trainer.command, os.getcwd(), where)
     if script is None:
         print(f"sweep run: note: {where} runs no Python file whose source can be read, so the keys it gets "
               f"are not checked", file=sys.stderr)
         return
-    keys = {key: f"{space.source}: params.{key}" for key in space.params}
-    keys.update({key: f"--set {key}" if key in sets else f"{space.source}: fixed.{key}" for key in space.fixed})
-    check_script_keys(keys, script)
+    check_script_keys({key: space.where(key) for key in [*space.params, *space.fixed]}, script)
 
 
 def _check_source_sites(space: SearchSpace, sets: dict, where: str) -> str:
@@ -292,13 +290,12 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         where = "--trainer-cmd" if args.trainer_cmd else f"{space.source}: trainer.command"
         _check_trainer_cmd(space.trainer.command, where)
         if space.trainer.env_mode and args.check_keys:
-            _check_script_reads_keys(space, sets, where)
+            _check_script_reads_keys(space, where)
         if space.trainer.source_mode:
             space = space.pinned(_check_source_sites(space, sets, where))
     else:
         check_with_trainer(space, preset, world_size=trial.nproc)
-        preflight.check_data(space.fixed, {k: f"--set {k}" if k in sets else f"{space.source}: fixed.{k}"
-                                           for k in space.fixed}, on_this_machine=not args.address)
+        preflight.check_data(space.fixed, {k: space.where(k) for k in space.fixed}, on_this_machine=not args.address)
     make_sampler(args.sampler)
     display_settings()
     if gpus and not args.address:
@@ -328,10 +325,14 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
 
 
 def main(args: argparse.Namespace) -> int:
+    print(f"sweep run: checking the search space {args.space or DEFAULT_SPACE}, the data and the stores",
+          file=sys.stderr, flush=True)
     plan = build_plan(args)
     if args.dry_run:
         return dry_run.show(plan)
     local_ray.listen_on_loopback(plan.address)
+    where = f"the Ray cluster at {plan.address}" if plan.address else "a local Ray instance"
+    print(f"sweep run: starting {where} and the sweep's records", file=sys.stderr, flush=True)
     from sweep.orchestration.driver import run_sweep
 
     return run_sweep(plan, command=credentials.redact(shlex.join(["sweep", *sys.argv[1:]])),

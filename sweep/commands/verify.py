@@ -158,12 +158,13 @@ def best_trial(sweep) -> tuple[int, dict[str, Any]]:
     return number, dict(trials[number].params)
 
 
-def _check_with_trainer(preset: str, config: dict[str, Any], world_size: int, where: str):
+def _check_with_trainer(preset: str, config: dict[str, Any], world_size: int, where: str, sets: dict[str, Any]):
     try:
         return load_config(preset, overrides=[format_override(k, v) for k, v in config.items()],
                            world_size=world_size)
     except ConfigError as e:
-        raise InputError(where, f"the trainer ({preset} preset) rejects it: {e}") from None
+        raise InputError(f"--set {e.key}" if e.key in sets else where,
+                         f"the trainer ({preset} preset) rejects it: {e}") from None
 
 
 def _config_file_keys(path: Path) -> dict[str, Any]:
@@ -221,7 +222,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         raise InputError("--set", f"{trainer.seed_key} is what verify varies (seeds 0..N-1); it cannot be fixed")
     config.pop(trainer.seed_key, None)
     if not trainer.command:
-        exports = bool(_check_with_trainer(preset, config, trial.nproc, where).export.enabled)
+        exports = bool(_check_with_trainer(preset, config, trial.nproc, where, sets).export.enabled)
     if trainer.source_mode:
         edit_script(trainer, os.getcwd(), {**config, **({trainer.seed_key: seeds[-1]} if trainer.seed_key else {})})
     claim = make_claim(preset, args.target, exports)
@@ -263,6 +264,7 @@ def _open_parent(plan: VerifyPlan, mlflow_client, experiment_id: str, command: s
     run_id = tracking.open_parent(mlflow_client, experiment_id, plan.name, ROLE, plan.preset, plan.address, command,
                                   tags)
     tracking.log_params(mlflow_client, run_id, {k: format_value(v) for k, v in plan.config.items()})
+    tracking.ensure_trials_view(mlflow_client, experiment_id, plan.name, [plan.trainer.seed_key], "min")
     return run_id
 
 
@@ -334,7 +336,7 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
         complete = all(r.usable for r in results)
         outcome = "FINISHED" if complete else "FAILED"
         print(f"MLflow: experiment {plan.experiment!r}, verify run {parent}")
-        print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
+        print("\n".join(tracking.ui_lines(plan.mlflow_uri, experiment_id, plan.name)), flush=True)
         return EXIT_OK if complete else EXIT_SEEDS_FAILED
     finally:
         mlflow_client.set_terminated(parent, outcome)

@@ -85,6 +85,11 @@ class SweepPlan:
         return f"{self.name}-confirm"
 
     @property
+    def devices_per_trial(self) -> int:
+        """What a trial's hours are counted in: its GPUs, or its CPUs for a CPU trial."""
+        return self.gpus_per_trial or self.cpus_per_trial
+
+    @property
     def resources(self) -> TrialResources:
         return TrialResources(self.gpus_per_trial, self.nproc_per_trial, self.cpus_per_trial)
 

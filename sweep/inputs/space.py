@@ -48,7 +48,7 @@ from sweep.inputs.objective import OBJECTIVE_MODES, Objective, check_metric
 from sweep.inputs.overrides import format_overrides
 from sweep.inputs.source_sites import check_address, check_template
 from sweep.inputs.trainer_spec import TrainerSpec, parse_trainer_block
-from trainer.config import ConfigError, flatten, load_config, preset_names
+from trainer.config import ConfigError, flatten, load_config, preset_names, unknown_key_message
 from trainer.export.schemes import get_scheme
 
 TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "points_to_evaluate", "target",
@@ -123,6 +123,7 @@ class SearchSpace:
     seed_site: str = ""          # `seed:`, the site of the script's seed (source mode)
     source: str = ""
     text: str = ""
+    fixed_from: dict[str, str] = field(default_factory=dict)  # fixed keys set outside the file: key -> `--set KEY`
 
     @property
     def metric(self) -> str:
@@ -138,7 +139,15 @@ class SearchSpace:
             if key in self.params:
                 raise InputError(where, f"{key} is a swept parameter of {self.source} and cannot be fixed")
         self._check_keys_for_trainer(extra, where)
-        return replace(self, fixed={**self.fixed, **extra})
+        return replace(self, fixed={**self.fixed, **extra},
+                       fixed_from={**self.fixed_from, **{key: f"{where} {key}" for key in extra}})
+
+    def where(self, key: str) -> str:
+        """Where the user wrote a swept or fixed key, for an error about it: `space.yaml: params.KEY`,
+        `space.yaml: fixed.KEY` or `--set KEY`."""
+        if key in self.fixed_from:
+            return self.fixed_from[key]
+        return f"{self.source}: {'params' if key in self.params else 'fixed'}.{key}"
 
     def with_trainer(self, command: str | None = None, params: str | None = None) -> "SearchSpace":
         """The same space run by `command` with `params` (None: as the file says), checked for that trainer."""
@@ -382,10 +391,9 @@ def check_with_trainer(space: SearchSpace, preset: str, world_size: int | None =
     the check costs a few milliseconds per value rather than a grid.
     """
     schema = flatten(load_config())
-    for section, keys in (("params", space.params), ("fixed", space.fixed)):
-        for key in keys:
-            if key not in schema:
-                raise InputError(f"{space.source}: {section}.{key}", "unknown config key (not in the trainer's schema)")
+    for key in [*space.params, *space.fixed]:
+        if key not in schema:
+            raise InputError(space.where(key), unknown_key_message(key, schema))
     base = (dict(space.points_to_evaluate[0]) if space.points_to_evaluate
             else {k: p.probes()[0] for k, p in space.params.items()})
     candidates = [(f"points_to_evaluate[{i}]", p) for i, p in enumerate(space.points_to_evaluate)]
@@ -395,7 +403,8 @@ def check_with_trainer(space: SearchSpace, preset: str, world_size: int | None =
         try:
             cfg = load_config(preset, overrides=space.overrides(values), world_size=world_size)
         except ConfigError as e:
-            raise InputError(f"{space.source}: {what}", f"the trainer ({preset} preset) rejects it: {e}") from None
+            where = space.fixed_from.get(e.key, f"{space.source}: {what}")   # a --set value every candidate has
+            raise InputError(where, f"the trainer ({preset} preset) rejects it: {e}") from None
     if space.objective.from_export and not cfg.export.enabled:
         raise InputError(f"{space.source}: metric", f"{space.metric} needs export.enabled: true")
     if space.objective.evaluation:

@@ -31,7 +31,7 @@ from sweep.report.confirm_report import markdown as confirm_markdown
 from sweep.report.confirm_report import metrics as confirm_metrics
 from sweep.report.trial_rows import best, best_line, leaderboard, read_rows
 from sweep.stores import results_dir as results
-from sweep.stores import tracking
+from sweep.stores import tracking, urls
 from sweep.stores.child_run import close_unfinished_children, record_ended
 from sweep.stores.study import create_study, load_study
 from sweep.trial.command import TrialSettings, search_settings
@@ -74,14 +74,9 @@ def describe(plan: SweepPlan, space: SearchSpace) -> str:
     ])
 
 
-def per_trial(plan: SweepPlan) -> int:
-    """What a trial's hours are counted in: its GPUs, or its CPUs for a CPU trial."""
-    return plan.gpus_per_trial or plan.cpus_per_trial
-
-
 def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput):
     gate = LaunchGate(plan.mlflow_uri, settings.experiment_id, plan.parent_run_id, space.mode, space.metric,
-                      plan.stop_at, plan.budget_gpu_hours, per_trial(plan), plan.gpus_per_trial)
+                      plan.stop_at, plan.budget_gpu_hours, plan.devices_per_trial, plan.gpus_per_trial)
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
                              seed=plan.seed, gate=gate if gate.active else None)
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
@@ -128,7 +123,7 @@ def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
     for k in itertools.count(2):
         if name_given or not results.exists(plan_path(plan.results_dir, plan.name)):
             try:
-                create_study(plan.storage, plan.name, space.mode)
+                create_study(plan.storage, plan.name, space.mode, space.metric)
                 return
             except optuna.exceptions.DuplicatedStudyError:
                 if name_given:
@@ -140,8 +135,9 @@ def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
 def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str,
                  name_given: bool) -> str:
     """Write what the sweep needs before its trials start: the study (the claim on the name), `sweep.json`,
-    the MLflow experiment and parent run, then `sweep.json` again with the run's id. A driver killed between
-    two of these leaves what `sweep resume` needs to do the rest. Returns the experiment id."""
+    the MLflow experiment and parent run, then `sweep.json` again with the run's id, and the MLflow UI's view of
+    its trials. A driver killed between two of these leaves what `sweep resume` needs to do the rest. Returns
+    the experiment id."""
     if not resume:
         claim_name(plan, space, name_given)
         plan.save()
@@ -154,12 +150,29 @@ def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: boo
             {tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
              tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode}, description=describe(plan, space))
         plan.save()
+    tracking.ensure_trials_view(mlflow_client, experiment_id, plan.name, list(space.params), space.mode)
     return experiment_id
 
 
+def _results_flag(plan: SweepPlan) -> str:
+    """`--results-dir DIR` where the sweep keeps its state elsewhere than the commands look by default."""
+    return "" if plan.results_dir == results.normalize(DEFAULT_RESULTS_DIR) else f" --results-dir {plan.results_dir}"
+
+
 def resume_command(plan: SweepPlan) -> str:
-    default = results.normalize(DEFAULT_RESULTS_DIR)
-    return f"sweep resume {plan.name}" + ("" if plan.results_dir == default else f" --results-dir {plan.results_dir}")
+    return f"sweep resume {plan.name}{_results_flag(plan)}"
+
+
+def next_steps(plan: SweepPlan, experiment_id: str) -> list[str]:
+    """The last lines of a sweep: the commands that look at it next, and the page of MLflow's UI with its
+    trials."""
+    store = "" if plan.mlflow_uri == urls.absolute(urls.DEFAULT_MLFLOW_URI) else f" --mlflow-uri {plan.mlflow_uri}"
+    commands = [(f"sweep list{store}", "the sweeps of this store"),
+                (f"sweep compare {plan.name}{_results_flag(plan)}",
+                 f"this sweep's trials ranked, parameter importance, plots in {plan.sweep_dir / 'compare'}")]
+    width = max(len(command) for command, _ in commands)
+    return ["next: " + "\n      ".join(f"{command.ljust(width)}  # {what}" for command, what in commands),
+            *tracking.ui_lines(plan.mlflow_uri, experiment_id, plan.name)]
 
 
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_given: bool = True) -> int:
@@ -214,7 +227,7 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
         elif code == EXIT_BAD_INPUT:
             outcome = "FAILED"
         print(f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id}")
-        print(f"open the MLflow UI: {tracking.ui_command(plan.mlflow_uri)}", flush=True)
+        print("\n".join(next_steps(plan, experiment_id)), flush=True)
         return code
     finally:
         # fit() has stopped every trial by now; one whose worker died could not close its own run.
@@ -301,10 +314,10 @@ def _hours(plan: SweepPlan, mlflow_client, experiment_id: str) -> dict[str, floa
     """The hours (GPU, or CPU on CPU trials) the search's and the confirmation's trials took."""
     name = unit(plan.gpus_per_trial).lower()
     hours = {f"{name}_hours_search": spent_hours(
-        tracking.child_runs(mlflow_client, experiment_id, plan.parent_run_id), per_trial(plan))}
+        tracking.child_runs(mlflow_client, experiment_id, plan.parent_run_id), plan.devices_per_trial)}
     if plan.confirm_run_id:
         hours[f"{name}_hours_confirm"] = spent_hours(
-            tracking.child_runs(mlflow_client, experiment_id, plan.confirm_run_id), per_trial(plan))
+            tracking.child_runs(mlflow_client, experiment_id, plan.confirm_run_id), plan.devices_per_trial)
     hours[f"{name}_hours"] = sum(hours.values())
     return hours
 

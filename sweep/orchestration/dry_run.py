@@ -19,9 +19,9 @@ import optuna
 from sweep.inputs.plan import SweepPlan
 from sweep.inputs.source_sites import ScriptSites
 from sweep.inputs.trainer_spec import script_of
-from sweep.stores.child_run import trial_label
 from sweep.stores.credentials import SECRET_ENV
 from sweep.stores.study import make_sampler, next_trial
+from sweep.stores.tracking import trial_label
 from sweep.trial.command import (
     SOURCE_DIFF,
     TrialSettings,
@@ -74,7 +74,7 @@ def show(plan: SweepPlan, out=None) -> int:
         run_dir = Path(settings.run_root) / trial_label(number)
         shown = ", ".join(f"{k}={space.trainer.text(v)}" for k, v in values.items())
         origin = f"points_to_evaluate[{number}]" if number < points else "sampled"
-        variables = trial_variables(settings, values, f"<Tune's name of trial {number}>", number)
+        variables = trial_variables(settings, values, f"{settings.sweep}_{trial_label(number)}", number)
         env = "\n".join(f"  env: {line}" for line in _environment(trial_env(settings, run_dir, variables)))
         print(f"\ntrial {number} ({origin}): {shown}\n  cwd: {settings.cwd}\n"
               f"  command: {shlex.join(build_command(settings, values, run_dir))}\n{env}", file=out)

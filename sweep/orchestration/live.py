@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sweep.report.live_text import display_settings, left_text, stamp, sweep_left, trial_cells, trial_left, trial_line
-from sweep.stores.child_run import trial_label
+from sweep.stores.tracking import trial_label
 from sweep.trial.progress import BoardReader
 from sweep.trial.runner import FINAL_KEY, OBJECTIVE_KEY, TRIAL_NUMBER_KEY
 
@@ -94,7 +94,7 @@ class LiveView(Callback):
         text = f"{self.total} trials: " + ", ".join(f"{n} {k}" for k, n in counts.items())
         best = best_of([t.last_result or {} for t in trials], self.mode)
         if best is not None:
-            text += f" | best {self.metric} {best[OBJECTIVE_KEY]:.6g} (trial {best.get(TRIAL_NUMBER_KEY)})"
+            text += f" | best {self.metric} {best[OBJECTIVE_KEY]:.6g} ({trial_label(best.get(TRIAL_NUMBER_KEY))})"
         return text
 
     def _track(self, trials, now: float) -> list:

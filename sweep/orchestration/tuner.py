@@ -6,6 +6,7 @@ checkpoints (a trial's state is its MLflow child run: sweep.stores.child_run), t
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,8 +19,9 @@ from ray import tune
 from sweep.errors import InputError
 from sweep.inputs.resources import TrialResources
 from sweep.stores import credentials
+from sweep.stores.tracking import trial_label
 from sweep.trial.process import package_pythonpath
-from sweep.trial.runner import TrialSettings, run_trial
+from sweep.trial.runner import TRIAL_NUMBER_KEY, TrialSettings, run_trial
 
 # Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
 CHECKPOINT_PERIOD_S = "2"
@@ -74,9 +76,23 @@ def trial_trainable(settings: TrialSettings):
                                tune.PlacementGroupFactory([bundle]))
 
 
+def tune_trial_name(trial) -> str:
+    """Tune's name of a trial (in its messages, `tune.get_context().get_trial_name()`): the trial's one name."""
+    return trial_label(trial.config[TRIAL_NUMBER_KEY])
+
+
+def tune_trial_dirname(trial) -> str:
+    """Tune's folder of a trial, beside the sweep's `trials/` (it holds none of the trial's files: those are in
+    its run directory, `trials/trial_NNNN`)."""
+    return f"tune_{tune_trial_name(trial)}"
+
+
 def new_tuner(settings: TrialSettings, *, name: str, results_dir: str, max_failures: int,
               tune_config: tune.TuneConfig, callbacks: list, param_space: dict | None = None, stop=None):
-    """The Tune experiment `<results_dir>/<name>` running `settings`' trials."""
+    """The Tune experiment `<results_dir>/<name>` running `settings`' trials, which Tune names as the sweep
+    does."""
+    tune_config = dataclasses.replace(tune_config, trial_name_creator=tune_trial_name,
+                                      trial_dirname_creator=tune_trial_dirname)
     return tune.Tuner(
         trial_trainable(settings), param_space=param_space, tune_config=tune_config,
         run_config=tune.RunConfig(

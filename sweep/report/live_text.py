@@ -2,7 +2,7 @@
 time a trial and the sweep have left. Standard library only, so the commands check the settings before
 Ray is imported.
 
-    [  1:23] 6 trials: 2 running, 3 done, 1 pruned, 0 failed, 0 pending | best val_loss 4.81234 (trial 2) | time left ~0:40
+    [  1:23] 6 trials: 2 running, 3 done, 1 pruned, 0 failed, 0 pending | best val_loss 4.81234 (trial_0002) | time left ~0:40
     [  1:23]   trial_0004  step 120/200  train_loss 3.8123  val_loss 3.9051  step_avg 152.0 ms  left 0:12
 """
 from __future__ import annotations

@@ -29,3 +29,11 @@ def render(lines: list[list[str]], text_columns: int = 1) -> str:
     widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
     return "\n".join("  ".join(cell.ljust(w) if c < text_columns else cell.rjust(w)
                                for c, (cell, w) in enumerate(zip(line, widths))).rstrip() for line in lines)
+
+
+def without_empty_columns(lines: list[list[str]], first: int = 0) -> list[list[str]]:
+    """The table without the columns from `first` on that hold no value ('-') in any row (the header kept
+    while there are no rows)."""
+    rows = lines[1:]
+    keep = [c for c in range(len(lines[0])) if c < first or not rows or any(row[c] != "-" for row in rows)]
+    return [[line[c] for c in keep] for line in lines]

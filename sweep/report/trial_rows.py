@@ -13,9 +13,10 @@ from typing import Any
 
 from sweep.errors import InputError
 from sweep.inputs.objective import Objective
-from sweep.report.table import fmt, render, shared_ranks
+from sweep.report.table import fmt, render, shared_ranks, without_empty_columns
 from sweep.report.verify_claim import RESULT_STATES
 from sweep.stores import tracking
+from sweep.stores.tracking import trial_label
 
 RUNNING = "running"
 NOISE_FLOOR_STDS = 2   # trials closer than this many seed stds to the best tie with it
@@ -85,12 +86,13 @@ def best(rows: list[TrialRow], objective: Objective) -> TrialRow | None:
 
 
 def ranked_table(rows: list[TrialRow], objective: Objective, header: list[str], cells) -> str:
-    """`rows` ranked, equal objectives sharing a rank, as a table: rank, trial, status, then `cells(row)`."""
+    """`rows` ranked, equal objectives sharing a rank, as a table: rank, trial, status, then `cells(row)`,
+    less the columns no row has a value in."""
     ordered = ranked(rows, objective)
     lines = [["rank", "trial", "status", *header]]
-    lines += [[rank, str(r.number), r.status, *cells(r)]
+    lines += [[rank, trial_label(r.number), r.status, *cells(r)]
               for rank, r in zip(shared_ranks([r.objective for r in ordered]), ordered)]
-    return render(lines)
+    return render(without_empty_columns(lines, first=3))
 
 
 def within_noise(rows: list[TrialRow], objective: Objective, floor: float) -> set[int]:
@@ -125,4 +127,4 @@ def best_line(row: TrialRow | None, objective: Objective) -> str:
     if row is None:
         return "best: none (no trial finished)"
     params = ", ".join(f"{k}={fmt(v)}" for k, v in row.params.items())
-    return f"best: trial {row.number} {objective.metric}={row.objective!r} ({params})"
+    return f"best: {trial_label(row.number)} {objective.metric}={row.objective!r} ({params})"

@@ -45,12 +45,6 @@ def close_unfinished_children(mlflow_client, experiment_id: str, parent_run_id: 
     return len(runs)
 
 
-def trial_label(number: int) -> str:
-    """A trial's name in the live view and of its run directory; also of a child run the driver writes
-    for a trial that never could."""
-    return f"trial_{number:04d}"
-
-
 def identity_tags(parent_run_id: str, number: int, sweep: str) -> dict[str, str]:
     """The tags that make a run the child run of trial `number` of a sweep (docs/records.md, "MLflow layout")."""
     return {tracking.PARENT_RUN_TAG: parent_run_id, tracking.TAG_ROLE: tracking.TRIAL_ROLE,
@@ -63,7 +57,7 @@ def record_ended(mlflow_client, experiment_id: str, parent_run_id: str, sweep: s
     (stopped before it started, its worker killed): every trial ends with exactly one terminated run."""
     runs = tracking.child_runs(mlflow_client, experiment_id, parent_run_id, number)
     if not runs:
-        run = mlflow_client.create_run(experiment_id, run_name=trial_label(number),
+        run = mlflow_client.create_run(experiment_id, run_name=tracking.trial_label(number),
                                        tags=identity_tags(parent_run_id, number, sweep))
         tracking.log_params(mlflow_client, run.info.run_id, params)
         runs = [run]

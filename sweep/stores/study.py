@@ -43,11 +43,15 @@ def checked_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&uri=true")
 
 
-def create_study(url: str, name: str, mode: str) -> None:
-    """Create the study; optuna.exceptions.DuplicatedStudyError if the storage already has one of that name
-    (the storage's unique study names make this the atomic step that claims a name)."""
-    optuna.create_study(study_name=name, storage=make_storage(url),
-                        direction="minimize" if mode == "min" else "maximize")
+def create_study(url: str, name: str, mode: str, metric: str) -> None:
+    """Create the study, its value named `metric` (so Optuna's dashboard and plots label their axes with it);
+    optuna.exceptions.DuplicatedStudyError if the storage already has one of that name (the storage's unique
+    study names make this the atomic step that claims a name)."""
+    study = optuna.create_study(study_name=name, storage=make_storage(url),
+                                direction="minimize" if mode == "min" else "maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
 
 
 def study_exists(url: str, name: str) -> bool:

@@ -6,11 +6,13 @@ Ray trial id, so a trial restarted after a crash or a driver restart finds its o
 """
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlencode, urlsplit
 
 from sweep.stores import credentials, lock, urls
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
@@ -61,12 +63,24 @@ ARTIFACTS = (LOG_FILE, CONFIG_FILE, EVENTS_FILE)
 EXPORT_ARTIFACTS = tuple(ARTIFACT_FILES.values())  # when the run exported one
 LEADERBOARD_ARTIFACT = "leaderboard.txt"  # on the parent run
 
-# MLflow 3's UI opens an experiment on its GenAI overview unless this tag says it holds model training runs;
-# with it the UI opens on the runs table (parent sweeps with their trials).
+# The experiment holds model training runs. MLflow 3 UIs before its GenAI / Model training switch open such an
+# experiment on its runs rather than a GenAI overview; from that switch on (3.17 included) the UI ignores
+# the tag and follows the switch, which `ui_url` sets in the URL.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# A saved view of the experiment's runs table in MLflow's UI (its "Views" menu, opened by the URL's
+# `viewStateShareKey`): the tag `mlflow.sharedViewState.<key>` holds {name, createdAt, updatedAt, state},
+# state being the table's search, sort and columns as JSON.
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+UI_LOCAL = "http://127.0.0.1:5000"        # where `mlflow ui` serves by default
 MAX_TAG_CHARS = 8000
 _BATCH = 1000
 _PARAM_BATCH = 100
+
+
+def trial_label(number: int) -> str:
+    """A trial's one name (`trial_NNNN`, its Optuna trial number): its child run, its run directory, its row in
+    the live view and on the leaderboard."""
+    return f"trial_{number:04d}"
 
 
 def fp8_metrics(event: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +243,40 @@ def log_artifacts(mlflow_client, run_id: str, run_dir: Path, names: Iterable[str
 
 
 def ui_command(uri: str) -> str:
-    if uri.startswith(("http://", "https://")):
+    if credentials.is_server(uri):
         return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+def ensure_trials_view(mlflow_client, experiment_id: str, name: str, keys: list[str], mode: str) -> None:
+    """Save the view of the runs table that shows run `name`'s trials, unless the experiment has it (a resumed
+    sweep keeps what the user may have changed in it): one row each, best first, with their objective,
+    val_loss, swept values, status and wallclock (a filter also keeps the UI from folding the trials under
+    their parent run)."""
+    if SAVED_VIEW_PREFIX + name in mlflow_client.get_experiment(experiment_id).tags:
+        return
+    now = int(time.time() * 1000)
+    state = {
+        "searchFilter": f"tags.`{TAG_SWEEP}` = '{name}' and tags.`{TAG_ROLE}` = '{TRIAL_ROLE}'",
+        "orderByKey": f"metrics.`{OBJECTIVE_METRIC}`", "orderByAsc": mode == "min",
+        "selectedColumns": [*(f"metrics.`{m}`" for m in (OBJECTIVE_METRIC, "val_loss", WALLCLOCK_METRIC)),
+                            *(f"params.`{k}`" for k in keys), f"tags.`{TAG_STATUS}`"]}
+    view = {"name": f"sweep {name}", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    mlflow_client.set_experiment_tag(experiment_id, SAVED_VIEW_PREFIX + name, json.dumps(view))
+
+
+def ui_url(base: str, experiment_id: str, view: str) -> str:
+    """The page of MLflow's UI at `base` that shows saved view `view` of the experiment's runs, with the UI
+    switched to model training (its default is GenAI, whose experiment page is a traces overview)."""
+    query = urlencode({"viewStateShareKey": view, "workflowType": "machine_learning"})
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def ui_lines(uri: str, experiment_id: str, view: str) -> list[str]:
+    """How to open MLflow's UI on saved view `view`: the server's page, or `mlflow ui` on a local store
+    and the page it serves."""
+    if credentials.is_server(uri):
+        parts = urlsplit(uri)
+        server = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()   # without a user name
+        return [f"MLflow UI: {ui_url(server, experiment_id, view)}"]
+    return [f"MLflow UI: {ui_command(uri)}", f"  then open {ui_url(UI_LOCAL, experiment_id, view)}"]

@@ -35,6 +35,7 @@ from sweep.trial.process import package_pythonpath
 RUN_DIR_ENV = "SWEEP_RUN_DIR"
 RUN_ID_ENV = "RUN_ID"                     # the trial's identity in env mode, with SEED_ENV
 COMPILE_CACHE = "gpt-sweep-compile-cache"
+TORCHRUN_LOG_DIR_ENV = "PET_LOG_DIR"
 SOURCE_DIR = "source"                     # a source-mode trial's copy of the script, in its run directory
 SOURCE_DIFF = "source.diff"               # the child run's artifact: the copy against the original
 SOURCE_SHA_PARAM = "source.sha256"        # the child run's param: the copy's sha256
@@ -110,6 +111,9 @@ def trial_env(settings: TrialSettings, run_dir: Path, variables: dict[str, str])
     # Each rank gets its share of the trial's CPUs; torch would otherwise start one thread per core of
     # the node in every rank of every trial.
     env["OMP_NUM_THREADS"] = str(max(1, settings.cpus // settings.nproc))
+    # torchrun (`--log-dir`, read from PET_LOG_DIR) otherwise leaves an empty torchelastic_* folder per run in
+    # the temp folder; /dev/null is its own "no log folder" (a program's output goes to output.log regardless).
+    env.setdefault(TORCHRUN_LOG_DIR_ENV, os.devnull)
     env.update(variables)
     env[RUN_DIR_ENV] = str(run_dir)
     return env

@@ -2,7 +2,8 @@
 
 What it launches is sweep.trial.command's: the built-in trainer, or another program (sweep.inputs.trainer_spec)
 with the keys as arguments, environment variables, or written into the trial's copy of its script (source
-mode, whose child run also records the copy's diff to the original and its sha256). Every `val`
+mode, whose child run also records the copy's diff to the original and its sha256); in env mode `RUN_ID`
+is `<sweep>_trial_NNNN`. Every `val`
 event is reported to Tune as an intermediate result and the `final` event as the trial's result. A
 trainer that exits non-zero, or without a `final` event, fails the trial with the tail of its output (Tune
 then retries it per `FailureConfig`, but the retry of a trainer that rejected its input, exit code 2, ends
@@ -24,7 +25,8 @@ from sweep.inputs.objective import Objective
 from sweep.runlog.events import EventTail, LineTail, RunState
 from sweep.runlog.logparse import LiveLog
 from sweep.stores import tracking
-from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, result_tags, trial_label
+from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, result_tags
+from sweep.stores.tracking import trial_label
 from sweep.trial.command import (
     RUN_ID_ENV,
     SOURCE_DIFF,
@@ -141,7 +143,9 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     if rejection is not None:
         raise TrialFailed(rejection)
     run_dir = fresh_run_dir(settings.run_root, number)
-    variables = trial_variables(settings, values, ctx.get_trial_name(), number)
+    # RUN_ID names the script's logs/<RUN_ID>.txt in a folder every sweep started there shares: the sweep's name
+    # keeps two sweeps' trial_0000 apart.
+    variables = trial_variables(settings, values, f"{settings.sweep}_{trial_label(number)}", number)
     if settings.trainer.env_mode:
         child.also_log(Path(settings.cwd) / SCRIPT_LOGS / f"{variables[RUN_ID_ENV]}.txt", SCRIPT_LOGS)
     source, rejected = None, None
@@ -150,7 +154,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             source = edit_script(settings.trainer, settings.cwd, {**settings.fixed, **values})
         except InputError as e:
             rejected = str(e)
-    child.start(ctx.get_trial_name(), trial_params(settings, values, variables, source), {
+    child.start(trial_label(number), trial_params(settings, values, variables, source), {
         tracking.TAG_TRIAL_ID: ctx.get_trial_id(), tracking.TAG_PRESET: settings.preset, tracking.TAG_GPUS: str(settings.gpus),
         tracking.TAG_NPROC: str(settings.nproc), tracking.TAG_NODE: ray.get_runtime_context().get_node_id(),
         tracking.TAG_VISIBLE_GPUS: os.environ.get("CUDA_VISIBLE_DEVICES", "")})

@@ -173,15 +173,17 @@ def test_sweep_submitted_as_a_ray_job_lands_in_the_mlflow_server(mlflow_server, 
              "bash", "-c", f". {shlex.quote(str(env_file))} && {sweep_cmd} {stores}"],
             env=ray_env, capture_output=True, text=True, timeout=300)
         assert submitted.returncode == 0, submitted.stdout[-4000:] + submitted.stderr[-2000:]
-        assert "best: trial 0 val_loss=" in submitted.stdout     # the driver's summary, streamed back
+        assert "best: trial_0000 val_loss=" in submitted.stdout     # the driver's summary, streamed back
 
         client = tracking.client(server_uri)
         experiment = client.get_experiment_by_name(name)   # --name names the experiment too
-        # What the server's UI reads to open the experiment on its runs view rather than the GenAI overview.
+        # The server's page of the sweep's trials: the saved view the URL names, in model-training mode.
+        assert f"MLflow UI: {tracking.ui_url(server_uri, experiment.experiment_id, name)}" in submitted.stdout
         query = urllib.parse.urlencode({"experiment_name": name})
         with urllib.request.urlopen(f"{server_uri}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10) as r:
             tags = {t["key"]: t["value"] for t in json.load(r)["experiment"].get("tags", [])}
-        assert tags["mlflow.experimentKind"] == "custom_model_development"
+        assert (tags["mlflow.experimentKind"] == "custom_model_development"
+                and json.loads(tags[tracking.SAVED_VIEW_PREFIX + name])["name"] == f"sweep {name}")
         (parent,) = client.search_runs([experiment.experiment_id], f"tags.`{tracking.TAG_SWEEP}` = '{name}' and "
                                                                    f"tags.`{tracking.TAG_ROLE}` = 'sweep'")
         assert parent.info.status == "FINISHED"

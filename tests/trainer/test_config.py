@@ -83,6 +83,15 @@ def test_unknown_key_exits_2_with_its_name_before_any_work(tmp_path):
     assert len(lines) == 1 and '"error"' in lines[0] and "train.bogus" in lines[0]
 
 
+def test_a_misspelt_key_is_told_the_closest_known_one():
+    with pytest.raises(ConfigError, match=r"^train\.warmdown_iter: unknown config key; did you mean "
+                                          r"train\.warmdown_iters\?$"):
+        load_config("tiny", overrides=["train.warmdown_iter=10"])
+    # nothing close: no guess (a shared section alone is not close)
+    with pytest.raises(ConfigError, match=r"^train\.bogus_thing: unknown config key$"):
+        load_config("tiny", overrides=["train.bogus_thing=1"])
+
+
 def test_missing_config_file_exits_2(tmp_path):
     out = run_trainer("--config", str(tmp_path / "absent.yaml"), "--print-config")
     assert out.returncode == 2 and "absent.yaml" in out.stderr

@@ -51,12 +51,19 @@ def test_compare_table_matches_mlflow_and_writes_plots(finished_sweep, capsys):
     exp = client.get_experiment_by_name(plan.experiment)
     children = tracking.child_runs(client, exp.experiment_id, plan.parent_run_id)
     assert len(children) == 5
-    rows = [line.split() for line in printed.splitlines() if re.match(r"^\s*\d+\s+\d+\s+ok\s", line)]
+    rows = [line.split() for line in printed.splitlines() if re.match(r"^\s*\d+\s+trial_\d{4}\s+ok\s", line)]
     assert len(rows) == 5
+    # CPU trials: CPU-hours, as the sweep's summary counts them; no column every trial leaves empty (no export:
+    # no round trip; none running: no latest val_loss)
+    header = next(line.split() for line in printed.splitlines() if line.startswith("rank "))
+    assert header[-2:] == ["wallclock_s", "cpu_hours"] and "gpu_hours" not in header
+    assert "roundtrip_val_bpb" not in header and "latest" not in header
     by_number = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in children}
     objectives = []
     for row in rows:
-        run = by_number[int(row[1])]
+        run = by_number[int(row[1].removeprefix("trial_"))]
+        assert row[1] == run.info.run_name
+        assert float(row[-1]) == pytest.approx(run.data.metrics["wallclock_s"] / 3600, rel=1e-4)   # 1 CPU a trial
         objective = float(row[3])
         assert objective == pytest.approx(run.data.metrics[tracking.OBJECTIVE_METRIC], rel=1e-5)
         assert row[4] == run.data.tags[tracking.TAG_OBJECTIVE_FROM] == "final"   # val_loss: the final event's
@@ -109,7 +116,7 @@ def test_compare_lists_a_running_trial(finished_sweep, capsys):
     capsys.readouterr()
     assert sweep_main(["compare", "cmp", "--results-dir", str(finished_sweep / "runs"),
                        "--out", str(finished_sweep / "plots2")]) == 0
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if re.match(r"^\s*-\s+99\s", ln))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if re.match(r"^\s*-\s+trial_0099\s", ln))
     client.delete_run(live.info.run_id)
     assert "running" in line and line.rstrip().endswith("4.25")
 
@@ -134,7 +141,7 @@ def test_record_commands_are_on_the_command_line(tmp_path, capsys):
     assert len(runs) == 1 and runs[0].data.metrics["final_val_loss"] == pytest.approx(2.0)
 
 
-def test_importance_says_why_when_too_few_trials_finished():
+def test_importance_says_why_there_is_none_and_what_few_trials_are_worth():
     import optuna
 
     from sweep.commands.compare import importance
@@ -152,7 +159,14 @@ def test_importance_says_why_when_too_few_trials_finished():
         study.add_trial(optuna.trial.create_trial(params={"fp8.x_s": x, "fp8.w_s": 0.003, "fp8.grad_s": 0.002},
                                                   distributions=space.distributions(), value=3.3 + x))
     scores, why = importance(study, plan)
-    assert why == "" and max(scores, key=scores.get) == "fp8.x_s"
+    assert max(scores, key=scores.get) == "fp8.x_s"
+    assert why == "from 4 finished trials: unreliable below about 20, the order can change with a few more"
+    for i in range(16):
+        study.add_trial(optuna.trial.create_trial(params={"fp8.x_s": 0.05 + i / 20, "fp8.w_s": 0.003,
+                                                          "fp8.grad_s": 0.002},
+                                                  distributions=space.distributions(), value=3.3 + i / 20))
+    scores, why = importance(study, plan)
+    assert why == "" and max(scores, key=scores.get) == "fp8.x_s"   # 20 finished: no caveat
 
 
 def test_list_shows_the_sweeps_of_a_store_with_their_counts(finished_sweep, capsys, tmp_path):

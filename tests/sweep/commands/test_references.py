@@ -3,9 +3,7 @@ and `sweep compare` at 50 trials, on synthetic sweeps: real sqlite MLflow and Op
 their public APIs as the driver writes them, and a saved plan; no Ray, no training."""
 from __future__ import annotations
 
-import math
 import os
-import random
 import re
 import shutil
 from pathlib import Path
@@ -13,75 +11,18 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
-from paths import LOGS, REPO
+from paths import LOGS
+from synthetic_sweep import make_sweep, save_plan
 
 from sweep.cli import main as sweep_main
 from sweep.cli import parser as sweep_parser
 from sweep.commands import compare, import_logs
-from sweep.inputs.plan import SweepPlan, load_plan
-from sweep.stores import child_run, credentials, tracking
+from sweep.inputs.plan import SweepPlan
+from sweep.stores import credentials, tracking
 
-SPACE = REPO / "search_spaces" / "fp8_scales.yaml"
 PICTURES = ("loss_curves.png", "optimization_history.png", "parallel_coordinates.png", "importance.png",
             "fp8_scale_contours.png", "fp8_ranges.png")
-TRIAL_ROW = re.compile(r"^\s*\d+\s+\d+\s+ok\s")
-STEPS = range(0, 7001, 500)
-MS_PER_STEP = 83.3     # golf-shaped: 7000 steps in about the 600 s of a parameter-golf record
-
-
-def save_plan(folder: Path, name: str) -> SweepPlan:
-    plan = SweepPlan(
-        name=name, experiment="fp8_scales", space_file=str(SPACE), space_text=SPACE.read_text(), preset="golf",
-        trials=50, concurrency=8, gpus_per_trial=8, nproc_per_trial=8, cpus_per_trial=8, scheduler="fifo",
-        sampler="tpe", max_failures=1, mlflow_uri=f"sqlite:///{folder / 'mlflow.db'}",
-        storage=f"sqlite:///{folder / 'optuna.db'}", results_dir=str(folder / "runs"), cwd=str(folder))
-    plan.save()
-    return plan
-
-
-def make_sweep(folder: Path, name: str, trials: int) -> SweepPlan:
-    """A finished sweep of the fp8_scales space: the parent run, one child run per trial with its loss curve,
-    FP8 range figures and final metrics, and the Optuna study with the same values."""
-    plan = save_plan(folder, name)
-    space = plan.space()
-    client = MlflowClient(plan.mlflow_uri)
-    experiment_id = tracking.ensure_experiment(client, plan.mlflow_uri, plan.experiment)
-    parent = client.create_run(experiment_id, run_name=name, tags={
-        tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP: name, tracking.TAG_SPACE: plan.space_text,
-        tracking.TAG_SPACE_FILE: plan.space_file, tracking.TAG_PRESET: plan.preset,
-        tracking.TAG_METRIC: space.metric, tracking.TAG_MODE: space.mode})
-    plan.parent_run_id = parent.info.run_id
-    plan.save()
-
-    study = optuna.create_study(study_name=name, storage=plan.storage, direction="minimize")
-    rng = random.Random(0)
-    distributions = space.distributions()
-    for number in range(trials):
-        params = {k: math.exp(rng.uniform(math.log(d.low), math.log(d.high))) for k, d in distributions.items()}
-        # The loss floor rises as x_s leaves PR #175's value: fANOVA has a parameter to find.
-        floor = 2.05 + 0.05 * abs(math.log(params["fp8.x_s"] / 0.22)) + 0.01 * rng.random()
-        curve = {step: floor + 4.9 * math.exp(-step / 800) for step in STEPS}
-        final = curve[STEPS[-1]]
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=final))
-        run = client.create_run(experiment_id, run_name=f"trial_{number:04d}", tags={
-            **child_run.identity_tags(plan.parent_run_id, number, name), tracking.TAG_STATUS: "ok"})
-        run_id = run.info.run_id
-        client.log_batch(run_id, params=[Param(k, repr(v)) for k, v in params.items()])
-        metrics = [Metric(key, value, 0, step) for step, loss in curve.items()
-                   for key, value in (("val_loss", loss), ("val_bpb", loss / 1.69),
-                                      ("train_time_ms", step * MS_PER_STEP))]
-        last = STEPS[-1]
-        metrics += [Metric(f"fp8.{kind}_{what}", rng.random() * 1e-3, 0, last)
-                    for kind in ("x", "w", "g") for what in ("flushed", "saturated")]
-        metrics += [Metric(k, v, 0, last) for k, v in params.items()]
-        metrics += [Metric(k, v, 0, last) for k, v in {
-            "final_val_loss": final, "final_val_bpb": final / 1.69, "wallclock_s": last * MS_PER_STEP / 1000,
-            "gpu_hours": 8 * last * MS_PER_STEP / 3.6e6, tracking.OBJECTIVE_METRIC: final}.items()]
-        client.log_batch(run_id, metrics=metrics)
-        client.set_terminated(run_id, "FINISHED")
-    client.set_terminated(plan.parent_run_id, "FINISHED")
-    return load_plan(plan.results_dir, name)
+TRIAL_ROW = re.compile(r"^\s*\d+\s+trial_\d{4}\s+ok\s")
 
 
 def trial_lines(printed: str) -> list[str]:
@@ -100,12 +41,21 @@ def test_compare_page_of_a_50_trial_sweep_stays_under_1_mb(tmp_path, capsys):
     assert sweep_main(["compare", "fifty", "--results-dir", plan.results_dir, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert len(trial_lines(printed)) == 50
+    # GPU trials count GPU-hours; columns no trial has a value in (no export, no objective source, none
+    # running) are left out
+    header = next(line.split() for line in printed.splitlines() if line.startswith("rank "))
+    assert header[:4] == ["rank", "trial", "status", "objective"] and header[-2:] == ["wallclock_s", "gpu_hours"]
+    assert not {"from", "roundtrip_val_bpb", "latest"} & set(header)
+    importance = next(line for line in printed.splitlines() if line.startswith("parameter importance: "))
+    assert importance.startswith("parameter importance: fp8.x_s ") and "unreliable" not in importance
     for name in PICTURES:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     page = out / "compare.html"
     assert page.read_text().count("src='data:image/png;base64,") == len(PICTURES)
     assert page.stat().st_size < 1_000_000, page.stat().st_size
-    assert f"written: {out / 'trials.txt'}" in printed
+    # the files written, one per line
+    assert f"written (also on the parent MLflow run under compare/):\n  {out / 'trials.txt'}\n" in printed
+    assert printed.rstrip().endswith(f"\n  {out / 'compare.html'}")
 
 
 def test_logs_imported_for_a_sweep_are_its_reference_curves_not_its_trials(tmp_path, capsys):
@@ -141,6 +91,7 @@ def test_logs_imported_for_a_sweep_are_its_reference_curves_not_its_trials(tmp_p
     assert sweep_main(["compare", "golf", "--results-dir", plan.results_dir, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "sweep golf: 6 trials," in printed and len(trial_lines(printed)) == 6
+    assert "(from 6 finished trials: unreliable below about 20, the order can change with a few more)" in printed
     references = [line for line in printed.splitlines() if line.startswith("reference: ")]
     assert len(references) == 3 and "parameter_golf_2026" not in printed
     first = references[0].split()
@@ -225,8 +176,8 @@ def test_commands_print_store_paths_absolute(tmp_path, capsys, monkeypatch):
     assert run.data.tags[tracking.TAG_IMPORT_PATH] == str(tmp_path / "record.txt")
 
     assert sweep_main(["compare", "abs", "--results-dir", "sweep/runs", "--out", "plots"]) == 0
-    written = capsys.readouterr().out.splitlines()[-1]
-    assert written.startswith(f"written: {tmp_path / 'plots' / 'trials.txt'}, {tmp_path / 'plots' / 'loss_curves.png'}")
+    written = capsys.readouterr().out.split("written (also on the parent MLflow run under compare/):\n")[1]
+    assert written.splitlines()[:2] == [f"  {tmp_path / 'plots' / name}" for name in ("trials.txt", "loss_curves.png")]
 
 
 def test_import_destination_keeps_the_password_out_of_what_it_prints(tmp_path, monkeypatch):

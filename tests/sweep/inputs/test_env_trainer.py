@@ -103,7 +103,10 @@ def test_the_script_read_exactly_the_values_the_sweep_recorded(env_sweep, stores
         assert echoed["tie_embeddings"] == str(trials[number].params["TIE_EMBEDDINGS"])
         assert echoed["seed"] == str(SWEEP_SEED + number)
         params = run.data.params
-        assert params["RUN_ID"] == run.info.run_name and params["SEED"] == str(SWEEP_SEED + number)
+        # one name per trial: its child run and run directory; RUN_ID adds the sweep's, as the script's
+        # logs/<RUN_ID>.txt shares a folder with every other sweep started there
+        assert run.info.run_name == f"trial_{number:04d}"
+        assert params["RUN_ID"] == f"envgolf_trial_{number:04d}" and params["SEED"] == str(SWEEP_SEED + number)
         assert params["DATA_PATH"] == "./data/datasets/fineweb10B_sp1024/" and params["NCCL_IB_DISABLE"] == "1"
         assert params["ITERATIONS"] == "20" and params["VAL_LOSS_EVERY"] == "5"
         script_log = f"logs/{params['RUN_ID']}.txt"
@@ -223,8 +226,8 @@ def test_a_trial_that_never_prints_the_named_evaluation_gets_the_penalty(ray_loc
     # The leaderboard and `sweep compare` say where each objective came from.
     board = printed[printed.index("rank"):].splitlines()
     assert board[0].split()[:5] == ["rank", "trial", "status", "eval.quantized_ttt_phased.val_bpb", "from"]
-    assert board[1].split()[1] == "0" and "quantized_ttt_phased" in board[1].split()
-    assert board[2].split()[1] == "1" and "penalty: quantized_ttt_phased not printed" in board[2]
+    assert board[1].split()[1] == "trial_0000" and "quantized_ttt_phased" in board[1].split()
+    assert board[2].split()[1] == "trial_0001" and "penalty: quantized_ttt_phased not printed" in board[2]
     plan = load_plan(tmp_path / "runs", "envgolfeval")
     compared = table(sweep_rows(plan), plan).splitlines()
     assert compared[0].split()[3:5] == ["objective", "from"]
@@ -244,10 +247,11 @@ def test_a_misspelt_key_exits_2_before_anything_is_written(tmp_path):
     done = sweep_run_in(tmp_path, "--space", "space.yaml")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
-    assert lines[0] == ("sweep run: error: space.yaml: params.WARMDOWN_ITER: golf_standin.py never reads it; "
+    assert lines[0].startswith("sweep run: checking the search space space.yaml, ")
+    assert lines[1] == ("sweep run: error: space.yaml: params.WARMDOWN_ITER: golf_standin.py never reads it; "
                         "did you mean WARMDOWN_ITERS?")
-    assert lines[1] == "space.yaml: fixed.ITERATION: golf_standin.py never reads it; did you mean ITERATIONS?"
-    assert "--no-check-keys" in lines[2]
+    assert lines[2] == "space.yaml: fixed.ITERATION: golf_standin.py never reads it; did you mean ITERATIONS?"
+    assert "--no-check-keys" in lines[3]
     assert done.stdout.strip() == "ray never imported"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["golf_standin.py", "space.yaml"]
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from paths import LOGS, SPACES
 
+from sweep.cli import main as sweep_main
 from sweep.errors import InputError
 from sweep.inputs.overrides import format_override, parse_set
 from sweep.inputs.space import check_with_trainer, load_space, parse_space
@@ -238,6 +239,27 @@ def test_overrides_read_back_as_the_same_value(key, value):
     assert text.startswith(f"{key}=")
     read = load_config("tiny", overrides=[text]).get_key(key)
     assert read == value and type(read) is type(value)
+
+
+def test_a_set_key_is_named_as_the_user_wrote_it_with_the_closest_known_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert sweep_main(["run", "--set", "train.warmdown_iter=10"]) == 2
+    printed = capsys.readouterr().err.splitlines()
+    # what it checks comes first, before the slow imports and checks; then the error, naming the --set
+    assert printed[0].startswith("sweep run: checking the search space fp8_scales, ")
+    assert printed[1] == ("sweep run: error: --set train.warmdown_iter: unknown config key; "
+                          "did you mean train.warmdown_iters?")
+    assert list(tmp_path.iterdir()) == []
+    # a value the trainer refuses is named by its --set too; a file's own key by the file
+    space = load_space(write(tmp_path, GOOD)).with_fixed({"train.iterations": 0})
+    with pytest.raises(InputError) as err:
+        check_with_trainer(space, "tiny")
+    assert err.value.where == "--set train.iterations" and "must be at least 1" in err.value.message
+    space = load_space(write(tmp_path, variant(**{"fixed/train.warmdown_itr": 5})))
+    with pytest.raises(InputError) as err:
+        check_with_trainer(space, "tiny")
+    assert str(err.value) == (f"{tmp_path / 'space.yaml'}: fixed.train.warmdown_itr: unknown config key; "
+                              f"did you mean train.warmdown_iters?")
 
 
 def test_set_values_are_read_as_yaml_and_checked():

@@ -68,16 +68,16 @@ def test_env_mode_passes_every_key_in_the_environment_and_no_arguments(tmp_path)
     s = settings(spec, fixed={"ITERATIONS": 200, "TIE_EMBEDDINGS": False}, seed=10)
     values = {"MATRIX_LR": 0.06}
     assert build_command(s, values, tmp_path) == ["torchrun", "--standalone", "train_gpt.py"]
-    variables = trial_variables(s, values, "run_trial_abc_00003", 3)
-    assert variables == {"RUN_ID": "run_trial_abc_00003", "SEED": "13", "DATA_PATH": "./d/", "NCCL_IB_DISABLE": "1",
+    variables = trial_variables(s, values, "sweep_trial_0003", 3)
+    assert variables == {"RUN_ID": "sweep_trial_0003", "SEED": "13", "DATA_PATH": "./d/", "NCCL_IB_DISABLE": "1",
                          "ITERATIONS": "200", "TIE_EMBEDDINGS": "0", "MATRIX_LR": "0.06"}
     assert trial_params(s, values, variables) == variables
     env = trial_env(s, tmp_path, {**variables, RUN_DIR_ENV: "elsewhere"})
     assert env["MATRIX_LR"] == "0.06" and env[RUN_DIR_ENV] == str(tmp_path)
     # A space that sets the identity itself wins over the trial's.
     pinned = settings(spec, fixed={"SEED": 1337, "RUN_ID": "mine"})
-    assert trial_variables(pinned, {}, "run_trial_abc_00003", 3)["SEED"] == "1337"
-    assert trial_variables(pinned, {}, "run_trial_abc_00003", 3)["RUN_ID"] == "mine"
+    assert trial_variables(pinned, {}, "sweep_trial_0003", 3)["SEED"] == "1337"
+    assert trial_variables(pinned, {}, "sweep_trial_0003", 3)["RUN_ID"] == "mine"
 
 
 def test_args_mode_passes_key_value_arguments_as_before(tmp_path):

@@ -208,7 +208,7 @@ def _plan(tmp_path: Path, name: str) -> SweepPlan:
 def test_a_default_name_taken_meanwhile_moves_on_and_a_given_one_is_refused(tmp_path):
     space = load_space(write_space(tmp_path, name="claims", metric="val_loss",
                                    params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}}))
-    create_study(f"sqlite:///{tmp_path}/optuna.db", "claims-1", "min")  # the other sweep won the race
+    create_study(f"sqlite:///{tmp_path}/optuna.db", "claims-1", "min", "val_loss")  # the other sweep won the race
     plan = _plan(tmp_path, "claims-1")
     claim_name(plan, space, name_given=False)
     assert plan.name == "claims-1-2"

@@ -4,6 +4,7 @@ own name, so its own Optuna study and MLflow parent run.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
 
 
 def printed_best(out: str) -> tuple[int, float]:
-    m = re.search(r"^best: trial (\d+) \S+=(\S+) ", out, re.M)
+    m = re.search(r"^best: trial_(\d{4}) \S+=(\S+) ", out, re.M)
     assert m, out
     return int(m.group(1)), float(m.group(2))
 
@@ -81,7 +82,24 @@ def test_default_sweep_with_the_real_trainer(ray_local, stores, workdir, capsys)
     best_in_mlflow = min(children.values(), key=lambda r: r.data.metrics["final_val_loss"])
     assert value == best_in_mlflow.data.metrics["final_val_loss"]
     assert number == int(best_in_mlflow.data.tags[tracking.TAG_TRIAL_NUMBER])
-    assert f"mlflow ui --backend-store-uri {stores['mlflow']}" in out
+    # the last lines: the next commands with the sweep's name, and the page of MLflow's UI with its trials
+    experiment_id = parent.info.experiment_id
+    last = out.rstrip().splitlines()[-4:]
+    assert re.fullmatch(rf"next: sweep list --mlflow-uri {re.escape(stores['mlflow'])} +# the sweeps of this store",
+                        last[0]), last
+    assert re.fullmatch(r" {6}sweep compare default_cpu +# this sweep's trials ranked, parameter importance, plots in "
+                        + re.escape(str(workdir / "runs" / "default_cpu" / "compare")), last[1]), last
+    assert last[2:] == [f"MLflow UI: mlflow ui --backend-store-uri {stores['mlflow']}",
+                        f"  then open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?viewStateShareKey="
+                        f"default_cpu&workflowType=machine_learning"]
+    view = json.loads(client.get_experiment(experiment_id).tags[tracking.SAVED_VIEW_PREFIX + "default_cpu"])
+    assert view["name"] == "sweep default_cpu"
+    assert json.loads(view["state"])["searchFilter"] == "tags.`sweep.name` = 'default_cpu' and tags.`sweep.role` = 'trial'"
+    # one name per trial: the child run, the run directory, the leaderboard's row
+    for number, run in children.items():
+        assert run.info.run_name == f"trial_{number:04d}"
+        assert (workdir / "runs" / "default_cpu" / "trials" / run.info.run_name / "events.jsonl").is_file()
+        assert re.search(rf"^\d+\s+{run.info.run_name}\s+ok\s", out, re.M), out
     assert parent.data.metrics[tracking.BEST_METRIC] == value
     leaderboard = client.download_artifacts(parent.info.run_id, tracking.LEADERBOARD_ARTIFACT, str(workdir))
     assert Path(leaderboard).read_text().strip() in out
@@ -151,7 +169,7 @@ def test_crash_is_retried_then_failed_and_divergence_is_a_penalised_result(ray_l
 
     run_root = load_plan(workdir / "runs", "crash").run_root
     assert (run_root / "trial_0001.attempt1" / "output.log").is_file()
-    assert re.search(r"^\s*-\s+1\s+failed\s", out, re.M)
+    assert re.search(r"^\s*-\s+trial_0001\s+failed\s", out, re.M)
     assert processes_with(marker) == []
 
 
@@ -359,4 +377,4 @@ def test_plain_output_shows_each_running_trial(ray_local, stores, workdir, capsy
     assert re.search(r"^\[\s*\d+:\d\d\] 2 trials: 2 running, .* \| time left ~\d+:\d\d$", out, re.M), out
     # The end is as before: the last summary line, then the leaderboard.
     assert re.search(r"^\[\s*\d+:\d\d\] 2 trials: 0 running, 2 done, 0 pruned, 0 failed, 0 pending \| best "
-                     r"val_loss \S+ \(trial \d\)\n\nrank", out, re.M), out
+                     r"val_loss \S+ \(trial_000\d\)\n\nrank", out, re.M), out

@@ -54,7 +54,7 @@ def test_a_fresh_mlflow_store_is_migrated_once(tmp_path):
 
 def test_a_fresh_optuna_storage_gets_its_tables_once(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
-    done = _open_together(tmp_path, f"study.create_study({url!r}, 'study-' + sys.argv[1][-1], 'min')")
+    done = _open_together(tmp_path, f"study.create_study({url!r}, 'study-' + sys.argv[1][-1], 'min', 'val_loss')")
     assert [d.returncode for d in done] == [0] * OPENERS, "\n".join(d.stdout[-3000:] for d in done)
     import optuna
     assert sorted(optuna.get_all_study_names(url)) == [f"study-{i}" for i in range(OPENERS)]

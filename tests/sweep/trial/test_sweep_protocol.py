@@ -16,9 +16,10 @@ from sweeping import processes_with, wait_for
 
 from sweep.inputs.objective import DIVERGED_VALUE, Objective
 from sweep.report.trial_rows import TrialRow as Row
-from sweep.report.trial_rows import best, leaderboard
+from sweep.report.trial_rows import best, best_line, leaderboard
 from sweep.runlog.events import EventTail, RunState
 from sweep.runlog.logparse import LiveLog
+from sweep.trial.command import TORCHRUN_LOG_DIR_ENV, TrialSettings, trial_env
 from sweep.trial.process import SupervisedProcess
 
 
@@ -129,8 +130,10 @@ def test_leaderboard_ranks_finished_trials_first_by_the_metric():
     assert best(rows, objective).number == 2
     assert best(rows, Objective("val_loss", mode="max")).number == 0
     lines = leaderboard(rows, objective).splitlines()
-    assert lines[0].split() == ["rank", "trial", "status", "val_loss", "from", "fp8.x_s", "wallclock_s"]
-    assert [line.split()[1] for line in lines[1:]] == ["2", "0", "1", "3"]
+    # no row has an objective's source or a wallclock: those columns are left out
+    assert lines[0].split() == ["rank", "trial", "status", "val_loss", "fp8.x_s"]
+    assert [line.split()[1] for line in lines[1:]] == ["trial_0002", "trial_0000", "trial_0001", "trial_0003"]
+    assert best_line(best(rows, objective), objective) == "best: trial_0002 val_loss=3.1 (fp8.x_s=0.1)"
     assert best([Row(1, "b", "pruned", None)], objective) is None
 
 
@@ -139,7 +142,7 @@ def test_tied_trials_share_a_rank():
             Row(4, "e", "ok", 3.0)]
     lines = leaderboard(rows, Objective("val_loss")).splitlines()[1:]
     assert [(line.split()[0], line.split()[1]) for line in lines] == [
-        ("1", "1"), ("1", "4"), ("3", "0"), ("3", "2"), ("-", "3")]
+        ("1", "trial_0001"), ("1", "trial_0004"), ("3", "trial_0000"), ("3", "trial_0002"), ("-", "trial_0003")]
 
 
 def _sleeper(marker: str, ignore_term: bool = False) -> str:
@@ -207,3 +210,27 @@ def test_final_metrics_are_floats_under_their_mlflow_names(value):
     assert metrics["gpu_hours"] == 16.0 and metrics["wallclock_s"] == 7200.0
     assert metrics["artifact_bytes"] == 1234.0 and metrics["roundtrip_val_bpb"] == 1.5
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.slow  # starts torchrun
+def test_a_trials_torchrun_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.delenv(TORCHRUN_LOG_DIR_ENV, raising=False)
+    script = tmp_path / "train.py"
+    script.write_text("print('trained')\n")
+    settings = TrialSettings(sweep="s", preset="tiny", objective=Objective("val_loss"), run_root=str(tmp_path),
+                             cwd=str(tmp_path), mlflow_uri="", experiment_id="", parent_run_id="")
+    env = trial_env(settings, tmp_path / "trial_0000", {})
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+
+    def run(environment: dict) -> list[str]:
+        done = subprocess.run(torchrun, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.count("trained") == 2, done.stderr
+        return sorted(p.name for p in temp.iterdir())
+
+    assert run(env) == []
+    # torchrun left to itself makes a torchelastic_* folder there, one per run, and leaves it
+    bare = {k: v for k, v in env.items() if k != TORCHRUN_LOG_DIR_ENV}
+    assert [name.startswith("torchelastic_") for name in run(bare)] == [True]
