@@ -113,10 +113,10 @@ def test_env_and_args_mode_dry_runs_show_the_variables_and_arguments(tmp_path):
                                 fixed={"ITERATIONS": 20}, points_to_evaluate=[{"MATRIX_LR": 0.05}])
     (tmp_path / "golf_standin.py").write_bytes((SUPPORT / "golf_standin.py").read_bytes())
     before = state(tmp_path)
-    done = sweep_run_in(tmp_path, "--space", str(space), "--trials", "1", "--seed", "7", "--dry-run",
-                        *stores_of(tmp_path))
+    done = sweep_run_in(tmp_path, "--space", str(space), "--trials", "1", "--seed", "7", "--name", "drytest",
+                        "--dry-run", *stores_of(tmp_path))
     assert done.returncode == 0, done.stderr
-    for line in ("  env: RUN_ID=<Tune's name of trial 0>", "  env: SEED=7", "  env: DATA_PATH=./d/",
+    for line in ("  env: RUN_ID=drytest_trial_0000", "  env: SEED=7", "  env: DATA_PATH=./d/",
                  "  env: ITERATIONS=20", "  env: MATRIX_LR=0.05",
                  f"  command: {shlex.join([sys.executable, 'golf_standin.py'])}"):
         assert line in done.stdout.splitlines()
