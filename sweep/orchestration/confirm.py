@@ -22,6 +22,7 @@ runs give their results back and the round's Tune experiment is restored when Tu
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sweep.inputs.plan import CONFIRM, FIXED, SweepPlan
@@ -34,7 +35,7 @@ from sweep.stores import results_dir as results
 from sweep.stores import tracking
 from sweep.stores.child_run import close_unfinished_children
 from sweep.stores.study import load_study
-from sweep.trial.command import TrialSettings
+from sweep.trial.command import TrialSettings, search_settings
 
 ROLE = "confirm"
 MARKDOWN_ARTIFACT = "confirm.md"
@@ -115,12 +116,10 @@ def prepare(plan: SweepPlan, space: SearchSpace, rows: list[TrialRow], mlflow_cl
 
 
 def _settings(plan: SweepPlan, space: SearchSpace, experiment_id: str) -> TrialSettings:
-    return TrialSettings(
-        sweep=plan.confirm_name, preset=plan.preset, objective=space.objective,
-        run_root=str((results.local_folder(plan.results_dir, plan.confirm_name) / "trials").resolve()),
-        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=plan.confirm_run_id,
-        fixed=dict(space.fixed), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
-        trainer=space.trainer, seed=plan.seed or 0)
+    """The search's trial settings, under the confirmation's name, folder and parent run."""
+    return replace(search_settings(plan, space, experiment_id), sweep=plan.confirm_name,
+                   run_root=str((results.local_folder(plan.results_dir, plan.confirm_name) / "trials").resolve()),
+                   parent_run_id=plan.confirm_run_id)
 
 
 def _table(plan: SweepPlan, space: SearchSpace, values: dict[int, dict[str, Any]], configs: list[int],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import ray
@@ -42,6 +44,17 @@ ASHA_REDUCTION = 2
 # ASHA's rungs sit at 1, 2, 4, ... reports whatever max_t is; max_t only stops a trial that reaches it, so
 # it is set beyond any trial's number of validations rather than guessed from a config.
 ASHA_MAX_REPORTS = 10**6
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What each step of a sweep's run reads: its plan, its space, and the MLflow experiment (with the client
+    that writes to it) its parent run and the trials' child runs are in."""
+
+    plan: SweepPlan
+    space: SearchSpace
+    mlflow_client: Any
+    experiment_id: str
 
 
 def resolve_concurrency(plan: SweepPlan) -> int:
@@ -100,10 +113,10 @@ def result_state(result, pruned: set[int]) -> str:
     return "pruned" if (result.config or {}).get(TRIAL_NUMBER_KEY) in pruned else "stopped"
 
 
-def _reconcile(grid, plan: SweepPlan, space: SearchSpace, pruned: set[int], mlflow_client,
-               experiment_id: str) -> None:
+def _reconcile(grid, run: SweepRun, pruned: set[int]) -> None:
     """Make each trial's child run say how the trial ended, also when the trial could not (it was
     stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
+    plan, space = run.plan, run.space
     for result in grid:
         number = (result.config or {}).get(TRIAL_NUMBER_KEY)
         status = result_state(result, pruned)
@@ -111,7 +124,7 @@ def _reconcile(grid, plan: SweepPlan, space: SearchSpace, pruned: set[int], mlfl
             continue
         params = {k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items()
                   if k != TRIAL_NUMBER_KEY}
-        record_ended(mlflow_client, experiment_id, plan.parent_run_id, plan.name, int(number), params, status,
+        record_ended(run.mlflow_client, run.experiment_id, plan.parent_run_id, plan.name, int(number), params, status,
                      None if result.error is None else str(result.error))
 
 
@@ -191,7 +204,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
         with interrupts.deferred():  # a first open of a sqlite store migrates it: never stopped half-way
             mlflow_client = tracking.client(plan.mlflow_uri)
             experiment_id = open_records(plan, space, mlflow_client, resume, command, name_given)
-        code = _run_trials(plan, space, mlflow_client, experiment_id, resume, interrupts, command)
+        code = _run_trials(SweepRun(plan, space, mlflow_client, experiment_id), resume, interrupts, command)
     except KeyboardInterrupt:
         if experiment_id is None and not resume:
             print("sweep run: interrupted before the sweep started; nothing was written", file=sys.stderr)
@@ -206,8 +219,8 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
     return code
 
 
-def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, resume: bool,
-                interrupts: Interrupts, command: str) -> int:
+def _run_trials(run: SweepRun, resume: bool, interrupts: Interrupts, command: str) -> int:
+    plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
     keys_as = {"env": "as environment variables", "args": "as arguments",
                "source": "written into a copy of its script"}[space.trainer.params]
     runs = f"`{plan.trainer_cmd}` with the keys {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
@@ -215,13 +228,13 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
           f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
     outcome = "KILLED"
     try:
-        code = (_search(plan, space, mlflow_client, experiment_id, resume, interrupts) if plan.stage == SEARCH
+        code = (_search(run, resume, interrupts) if plan.stage == SEARCH
                 else EXIT_OK)
         rows = read_rows(mlflow_client, experiment_id, plan.parent_run_id, list(space.params))
         report = None
         if code == EXIT_OK and plan.confirm:
-            report, code = _confirm(plan, space, rows, mlflow_client, experiment_id, interrupts, command)
-        _summarize(plan, space, rows, report, mlflow_client, experiment_id)
+            report, code = _confirm(run, rows, interrupts, command)
+        _summarize(run, rows, report)
         if code == EXIT_OK:
             outcome = "FINISHED"
         elif code == EXIT_BAD_INPUT:
@@ -236,9 +249,9 @@ def _run_trials(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_i
             mlflow_client.set_terminated(plan.parent_run_id, outcome)
 
 
-def _search(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: str, resume: bool,
-            interrupts: Interrupts) -> int:
+def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
     """Run (or continue) the search; returns its exit code."""
+    plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
     settings = search_settings(plan, space, experiment_id)
     shared_input = {**space.trainer.env, **space.fixed}
     if resume and tune.Tuner.can_restore(plan.tune_path):
@@ -253,7 +266,7 @@ def _search(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: s
         grid = tuner.fit()
     pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
         deepcopy=False, states=(TrialState.PRUNED,))}
-    _reconcile(grid, plan, space, pruned, mlflow_client, experiment_id)
+    _reconcile(grid, run, pruned)
     close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
     rejected = shared_rejection(mlflow_client, experiment_id, plan.parent_run_id, shared_input,
                                 list(space.params))
@@ -268,10 +281,10 @@ def _search(plan: SweepPlan, space: SearchSpace, mlflow_client, experiment_id: s
     return EXIT_INTERRUPTED
 
 
-def _confirm(plan: SweepPlan, space: SearchSpace, rows, mlflow_client, experiment_id: str, interrupts: Interrupts,
-             command: str) -> tuple[ConfirmReport | None, int]:
+def _confirm(run: SweepRun, rows, interrupts: Interrupts, command: str) -> tuple[ConfirmReport | None, int]:
     """Run (or continue) the confirmation; returns its report (None when there was nothing to confirm or it
     was interrupted) and exit code."""
+    plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
     values = confirm.prepare(plan, space, rows, mlflow_client, experiment_id, command)
     if len(plan.confirm_trials) < 2:
         print("confirmation: no finished trial besides the baseline (trial 0) to confirm", flush=True)
@@ -310,8 +323,9 @@ def confirm_title(plan: SweepPlan) -> str:
     return f"Confirmed leaderboard of sweep {plan.name}: {len(plan.confirm_trials)} configurations x {seeds}"
 
 
-def _hours(plan: SweepPlan, mlflow_client, experiment_id: str) -> dict[str, float]:
+def _hours(run: SweepRun) -> dict[str, float]:
     """The hours (GPU, or CPU on CPU trials) the search's and the confirmation's trials took."""
+    plan, mlflow_client, experiment_id = run.plan, run.mlflow_client, run.experiment_id
     name = unit(plan.gpus_per_trial).lower()
     hours = {f"{name}_hours_search": spent_hours(
         tracking.child_runs(mlflow_client, experiment_id, plan.parent_run_id), plan.devices_per_trial)}
@@ -322,10 +336,10 @@ def _hours(plan: SweepPlan, mlflow_client, experiment_id: str) -> dict[str, floa
     return hours
 
 
-def _summarize(plan: SweepPlan, space: SearchSpace, rows, report: ConfirmReport | None, mlflow_client,
-               experiment_id: str) -> None:
+def _summarize(run: SweepRun, rows, report: ConfirmReport | None) -> None:
     """Print the leaderboard (with the noise floor when there is a noise estimate), the confirmed
     leaderboard and the hours spent, and log them on the sweep's parent run."""
+    plan, space, mlflow_client = run.plan, run.space, run.mlflow_client
     if report is not None and report.pooled_std is not None:
         noise, source = report.pooled_std, "pooled over the confirmation's seeds"
     else:
@@ -335,7 +349,7 @@ def _summarize(plan: SweepPlan, space: SearchSpace, rows, report: ConfirmReport 
     reason = mlflow_client.get_run(plan.parent_run_id).data.tags.get(tracking.TAG_STOPPED_LAUNCHING)
     if reason:
         parts.append(f"stopped launching trials: {reason}")
-    hours = _hours(plan, mlflow_client, experiment_id)
+    hours = _hours(run)
     name = unit(plan.gpus_per_trial)
     spent = [f"{name}-hours spent: {hours[f'{name.lower()}_hours']:.4g}",
              f"search {hours[f'{name.lower()}_hours_search']:.4g}"]
