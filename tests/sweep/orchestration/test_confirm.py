@@ -109,6 +109,35 @@ def test_confirm_reruns_the_top_configurations_on_paired_seeds(ray_local, stores
     assert f"CPU-hours spent: {metrics['cpu_hours']:.4g}" in out
 
 
+def kill_mid_confirmation(workdir, stores, space, name: str, marker: str, flags: list[str], at) -> dict[int, str]:
+    """Start `sweep run` of `space` in a driver process, SIGKILL it once the states of its confirmation's runs
+    satisfy `at`, wait for its trainers (their command lines hold `marker`) to exit; returns the finished
+    confirmation runs' ids by trial number."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", "--space", str(space), "--trials", "2", "--concurrency", "1",
+         "--name", name, "--trainer-cmd", PLAIN_FAKE, "--mlflow-uri", stores["mlflow"],
+         "--storage", stores["optuna"], *flags],
+        cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = tracking.client(stores["mlflow"])
+
+    def confirmation_runs() -> list:
+        path = workdir / "runs" / name / PLAN_FILE
+        plan = json.loads(path.read_text()) if path.is_file() else {}
+        if not plan.get("confirm_run_id"):
+            return []
+        exp = client.get_run(plan["confirm_run_id"]).info.experiment_id
+        return tracking.child_runs(client, exp, plan["confirm_run_id"])
+
+    try:
+        wait_for(lambda: at([r.info.status for r in confirmation_runs()]), 180, f"{name}'s confirmation to get there")
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_for(lambda: not processes_with(marker), 30, "the killed sweep's trainers to exit")
+    return {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r.info.run_id
+            for r in confirmation_runs() if r.info.status == "FINISHED"}
+
+
 @pytest.mark.slow
 def test_resume_in_the_middle_of_the_confirmation(ray_local, stores, workdir, capsys):
     marker = f"confirmresume-{uuid.uuid4().hex[:8]}"
@@ -117,33 +146,10 @@ def test_resume_in_the_middle_of_the_confirmation(ray_local, stores, workdir, ca
                         fixed={"fake.tag": marker, "fake.step_s": 0.04},
                         points_to_evaluate=[{"fake.quality": 0.5}, {"fake.quality": 0.2}],
                         confirm={"top": 1, "seeds": 3})
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "run", "--space", str(space), "--trials", "2", "--concurrency", "1",
-         "--name", "confres", "--trainer-cmd", PLAIN_FAKE, "--mlflow-uri", stores["mlflow"],
-         "--storage", stores["optuna"], "--confirm-fixed"],
-        cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     client = tracking.client(stores["mlflow"])
-
-    def confirmation_runs() -> list:
-        path = workdir / "runs" / "confres" / PLAN_FILE
-        plan = json.loads(path.read_text()) if path.is_file() else {}
-        if not plan.get("confirm_run_id"):
-            return []
-        exp = client.get_run(plan["confirm_run_id"]).info.experiment_id
-        return tracking.child_runs(client, exp, plan["confirm_run_id"])
-
-    def two_done_one_running() -> bool:
-        states = [r.info.status for r in confirmation_runs()]
-        return states.count("FINISHED") >= 2 and "RUNNING" in states
-
-    try:
-        wait_for(two_done_one_running, 180, "two finished confirmation runs and a running one")
-    finally:
-        driver.kill()
-        driver.wait()
-    wait_for(lambda: not processes_with(marker), 30, "the killed sweep's trainers to exit")
-    before = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r.info.run_id
-              for r in confirmation_runs() if r.info.status == "FINISHED"}
+    # Killed once two confirmation runs have finished and a third is running.
+    before = kill_mid_confirmation(workdir, stores, space, "confres", marker, ["--confirm-fixed"],
+                                   lambda states: states.count("FINISHED") >= 2 and "RUNNING" in states)
     assert load_plan(workdir / "runs", "confres").stage == "confirm"
 
     assert sweep_main(["resume", "confres"]) == 0
@@ -333,33 +339,10 @@ def test_resume_in_the_middle_of_a_round_continues_it_without_repeating_a_seed(r
                         params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}}, fixed=fixed,
                         points_to_evaluate=[{"fake.quality": q} for q in qualities],
                         confirm={"top": 1, "seeds": 5, "min_effect": 0.005})
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "run", "--space", str(space), "--trials", "2", "--concurrency", "1",
-         "--name", "seqres", "--trainer-cmd", PLAIN_FAKE, "--mlflow-uri", stores["mlflow"],
-         "--storage", stores["optuna"]],
-        cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     client = tracking.client(stores["mlflow"])
-
-    def confirmation_runs() -> list:
-        path = workdir / "runs" / "seqres" / PLAN_FILE
-        plan = json.loads(path.read_text()) if path.is_file() else {}
-        if not plan.get("confirm_run_id"):
-            return []
-        exp = client.get_run(plan["confirm_run_id"]).info.experiment_id
-        return tracking.child_runs(client, exp, plan["confirm_run_id"])
-
-    def in_round_two() -> bool:   # round 1 ran seeds 1 and 2 of both; round 2 runs seed 3 of both
-        states = [r.info.status for r in confirmation_runs()]
-        return states.count("FINISHED") == 5 and "RUNNING" in states
-
-    try:
-        wait_for(in_round_two, 180, "round 2 of the confirmation with one run finished and one running")
-    finally:
-        driver.kill()
-        driver.wait()
-    wait_for(lambda: not processes_with(marker), 30, "the killed sweep's trainers to exit")
-    before = {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r.info.run_id
-              for r in confirmation_runs() if r.info.status == "FINISHED"}
+    # Round 1 ran seeds 1 and 2 of both configurations; killed in round 2, which runs seed 3 of both.
+    before = kill_mid_confirmation(workdir, stores, space, "seqres", marker, [],
+                                   lambda states: states.count("FINISHED") == 5 and "RUNNING" in states)
     assert len(before) == 5 and (workdir / "runs" / "seqres-confirm" / "round-2").is_dir()
 
     assert sweep_main(["resume", "seqres"]) == 0
