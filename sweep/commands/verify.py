@@ -312,7 +312,7 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     """Run the seeds, then report; returns the exit code (0 when every seed gave a loss)."""
     from sweep.inputs.objective import Objective
     from sweep.orchestration.tuner import quiet_environment
-    from sweep.trial.command import TrialSettings
+    from sweep.trial.command import plan_settings
 
     quiet_environment()
     mlflow_client = tracking.client(plan.mlflow_uri)
@@ -321,11 +321,7 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     runs = f"`{plan.trainer.command}`" if plan.trainer.command else f"{plan.preset} preset"
     print(f"verify {plan.name}: at most {len(plan.seeds)} {plan.runs} of {plan.what} ({runs}), {plan.claim.describe()}",
           flush=True)
-    settings = TrialSettings(
-        sweep=plan.name, preset=plan.preset, objective=Objective("val_loss"), run_root=str(plan.run_root),
-        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent,
-        fixed=dict(plan.config), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
-        trainer=plan.trainer)
+    settings = plan_settings(plan, experiment_id, parent, Objective("val_loss"), plan.config, plan.trainer)
     outcome = "FAILED"
     try:
         rounds, results = _run_rounds(plan, settings, mlflow_client, experiment_id)

@@ -64,13 +64,21 @@ class TrialSettings:
     flush_s: float = 10.0
 
 
+def plan_settings(plan, experiment_id: str, parent_run_id: str, objective: Objective, fixed: dict[str, Any],
+                  trainer: TrainerSpec, seed: int = 0) -> TrialSettings:
+    """The settings of the trials a plan runs (a sweep's SweepPlan, or verify's VerifyPlan): its name,
+    preset, folders, stores and resources, under the MLflow run `parent_run_id`."""
+    return TrialSettings(
+        sweep=plan.name, preset=plan.preset, objective=objective, run_root=str(plan.run_root.resolve()),
+        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
+        fixed=dict(fixed), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
+        trainer=trainer, seed=seed)
+
+
 def search_settings(plan, space, experiment_id: str) -> TrialSettings:
     """The settings of the trials of `plan`'s search (a sweep.plan.SweepPlan of `space`)."""
-    return TrialSettings(
-        sweep=plan.name, preset=plan.preset, objective=space.objective, run_root=str(plan.run_root.resolve()),
-        cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id,
-        parent_run_id=plan.parent_run_id, fixed=dict(space.fixed), nproc=plan.nproc_per_trial,
-        gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial, trainer=space.trainer, seed=plan.seed or 0)
+    return plan_settings(plan, experiment_id, plan.parent_run_id, space.objective, space.fixed, space.trainer,
+                         plan.seed or 0)
 
 
 def copy_path(settings: TrialSettings, run_dir: Path) -> Path:
