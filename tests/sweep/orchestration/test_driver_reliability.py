@@ -5,7 +5,6 @@ process with its own local Ray instance, real sqlite stores in its folder, and r
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 from paths import REPO
+from sockets import LOOPBACK, listening_sockets
 from sweeping import FAKE, PLAIN_FAKE, processes_with, wait_for, write_space
 
 from sweep.errors import InputError
@@ -34,7 +34,6 @@ from sweep.trial.supervisor import descendants
 pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
 
 TORCHRUN_FAKE_2 = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2 {FAKE}"
-LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
 def start_driver(folder: Path, *args: str) -> subprocess.Popen:
@@ -145,38 +144,6 @@ def test_two_sweeps_started_together_in_an_empty_folder_both_finish(tmp_path):
     assert "experiments" in tables and not [t for t in tables if t.startswith("_alembic_tmp")]
 
 
-def _listening_sockets(pids: list[int]) -> dict[int, list[tuple[str, int]]]:
-    """(address, port) of each TCP socket in LISTEN state that a process of `pids` holds."""
-    listening = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":
-                listening[fields[9]] = fields[1]
-    found = {}
-    for pid in pids:
-        try:
-            inodes = [os.readlink(fd)[len("socket:["):-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
-                      if os.readlink(fd).startswith("socket:[")]
-        except OSError:
-            continue
-        socks = [_address(listening[i]) for i in inodes if i in listening]
-        if socks:
-            found[pid] = socks
-    return found
-
-
-def _address(hex_address: str) -> tuple[str, int]:
-    ip, port = hex_address.split(":")
-    raw = bytes.fromhex(ip)
-    # /proc/net/tcp* print each 32-bit word of the address in host (little-endian) order.
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(raw)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return f"::ffff:{address.ipv4_mapped}", int(port, 16)
-    return str(address), int(port, 16)
-
-
 def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
     # The driver's own start: the loopback switch before Ray is imported, then start_ray, then a task, so
     # that a worker process is up as well.
@@ -189,7 +156,7 @@ def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
     try:
         root = int(driver.stdout.readline())
         time.sleep(2)  # the agents Ray starts beside the raylet open their ports a moment later
-        sockets = _listening_sockets([root, *descendants(root)])
+        sockets = listening_sockets([root, *descendants(root)])
         commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() for pid in sockets}
     finally:
         driver.communicate("\n", timeout=120)
