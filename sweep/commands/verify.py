@@ -35,7 +35,16 @@ import yaml
 from sweep.errors import EXIT_OK, EXIT_SEEDS_FAILED, InputError
 from sweep.inputs.overrides import check_key, format_override, format_value, parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
-from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
+from sweep.inputs.resources import (
+    CLUSTER_GPUS_PER_TRIAL,
+    CPU_PRESET,
+    MAX_CONCURRENT,
+    MAX_FAILURES,
+    MAX_SEEDS,
+    TrialResources,
+    in_range,
+    resolve,
+)
 from sweep.inputs.trainer_spec import TrainerSpec
 from sweep.orchestration import local_ray
 from sweep.report import sequential, stats
@@ -183,9 +192,9 @@ def _config_file_keys(path: Path) -> dict[str, Any]:
 
 def build_plan(args: argparse.Namespace) -> VerifyPlan:
     """Every check of `sweep verify`'s input; nothing is written and nothing runs."""
-    seeds = list(range(at_least(args.seeds, "--seeds", 2)))
-    at_least(args.concurrency, "--concurrency", 0)
-    at_least(args.max_failures, "--max-failures", 0)
+    seeds = list(range(in_range(args.seeds, "--seeds", 2, MAX_SEEDS)))
+    in_range(args.concurrency, "--concurrency", 0, MAX_CONCURRENT)
+    in_range(args.max_failures, "--max-failures", 0, MAX_FAILURES)
     display_settings()
     sweep = None if args.config else load_plan(args.results_dir, args.name)
     space = None if sweep is None else sweep.space()
