@@ -51,7 +51,7 @@ from sweep.report import sequential, stats
 from sweep.report.live_text import display_settings
 from sweep.report.sequential import Rounds, Sample
 from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown, verdict_text
-from sweep.stores import credentials, tracking, urls
+from sweep.stores import credentials, sweep_lock, tracking, urls
 from sweep.stores import results_dir as results
 from sweep.stores.urls import DEFAULT_MLFLOW_URI
 from sweep.trial.command import edit_script
@@ -367,5 +367,9 @@ def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResu
 
 def main(args: argparse.Namespace) -> int:
     plan = build_plan(args)
-    local_ray.listen_on_loopback(plan.address)
-    return run_verify(plan, command=credentials.redact(shlex.join(["sweep", *sys.argv[1:]])))
+    command = credentials.redact(shlex.join(["sweep", *sys.argv[1:]]))
+    # The verification's folder is its own: a second verify that picked the same free name at the same
+    # moment stops here rather than share its Tune state (sweep.stores.sweep_lock).
+    with sweep_lock.take(results.local_folder(plan.results_dir, plan.name), plan.name, command, "verification"):
+        local_ray.listen_on_loopback(plan.address)
+        return run_verify(plan, command=command)

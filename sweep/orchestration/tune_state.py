@@ -3,7 +3,7 @@
 Tune's state under `<results-dir>/<name>/` is a cache: the Optuna study and the MLflow runs are the
 sweep's record (docs/running.md, "Resuming"). A driver that died while writing it (a full disk, a lost node)
 can leave a file cut short, and Tune, finding its newest state unreadable, would start the experiment over
-with a searcher that no longer matches the study. So before a restore every JSON state file is read; if one
+with a searcher that no longer matches the study. So before a restore every state file is read back; if one
 does not parse, or the restore itself fails, Tune's files are moved into `torn-<time>/` beside them (kept
 for a post-mortem, said on stderr) and the caller starts a fresh experiment, whose searcher adopts the
 study's trials (sweep.orchestration.search) and whose trials return a result MLflow already holds without
@@ -12,6 +12,7 @@ training again (sweep.stores.child_run).
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import time
 
@@ -20,10 +21,10 @@ from sweep.stores import results_dir as results
 from sweep.trial.runner import TrialSettings
 
 SET_ASIDE_PREFIX = "torn-"
-# Files Tune writes into the experiment folder, besides the folders of its trials: its state (JSON, and
-# the searcher's, which sweep.orchestration.search saves as JSON) and the pickled Tuner.
+# Files Tune writes into the experiment folder, besides the folders of its trials: its state (JSON or
+# pickles; the searcher's is sweep.orchestration.search's JSON) and the pickled Tuner.
 STATE_SUFFIXES = (".json", ".pkl")
-SEARCHER_STATE_PREFIX = "searcher-state-"
+PICKLE_START = b"\x80"   # the PROTO opcode every pickle of protocol 2 or later starts with
 
 
 def _state_files(path: str) -> list[str]:
@@ -31,14 +32,18 @@ def _state_files(path: str) -> list[str]:
 
 
 def _unreadable(path: str, names: list[str]) -> str | None:
-    """Why one of the JSON state files does not parse, or None."""
+    """Why one of the state files does not read back (as JSON, or as the pickle some of Tune's are whatever
+    their name says), or None."""
     for name in names:
-        if not (name.endswith(".json") or name.startswith(SEARCHER_STATE_PREFIX)):
-            continue
+        location = results.join(path, name)
         try:
-            json.loads(results.read_text(results.join(path, name)))
-        except (ValueError, OSError) as e:
-            return f"{name}: {e}"
+            data = results.read_bytes(location)
+            if data[:1] == PICKLE_START:
+                pickle.loads(data)
+            else:
+                json.loads(data)
+        except Exception as e:   # a file cut short fails in as many ways as JSON and pickle have errors
+            return f"{name}: {type(e).__name__}: {e}"
     return None
 
 

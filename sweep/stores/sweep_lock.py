@@ -60,9 +60,9 @@ def describe(found: dict | None) -> str:
     return f"pid {found.get('pid')} on host {found.get('host')} since {since} ({found.get('command')})"
 
 
-def take(folder: Path, name: str, command: str) -> SweepLock:
-    """Lock the folder of the sweep (or verification) `name` for this process; an InputError naming the
-    holder when another driver has it."""
+def take(folder: Path, name: str, command: str, what: str = "sweep") -> SweepLock:
+    """Lock the folder of the sweep (or verification: `what`) `name` for this process; an InputError naming
+    the holder when another driver has it."""
     folder.mkdir(parents=True, exist_ok=True)
     # "a": created if missing and never truncated by opening, so a failed attempt changes nothing.
     file = open(folder / LOCK_FILE, "a+")
@@ -70,7 +70,7 @@ def take(folder: Path, name: str, command: str) -> SweepLock:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         file.close()
-        raise InputError(name, f"the sweep is being run by {describe(holder(folder))}; wait for it or stop "
+        raise InputError(name, f"the {what} is being run by {describe(holder(folder))}; wait for it or stop "
                                f"it") from None
     file.truncate(0)
     file.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": command,
