@@ -105,8 +105,9 @@ def plan_path(results_dir: str | Path, name: str) -> str:
     return results.join(results.normalize(str(results_dir)), name, PLAN_FILE)
 
 
-def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
-    path = plan_path(results_dir, name)
+def load_plan(results_dir: str | Path, name: str, where: str = "NAME") -> SweepPlan:
+    """The plan of the sweep `name`, which the command was given `where`, checked as a folder name first."""
+    path = plan_path(results_dir, results.check_name(name, where))
     if not results.exists(path):
         raise InputError(name, f"no sweep of that name: {path} does not exist")
     try:

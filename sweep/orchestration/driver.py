@@ -27,13 +27,14 @@ from sweep.orchestration.launch_gate import LaunchGate, spent_hours, unit
 from sweep.orchestration.live import LiveView
 from sweep.orchestration.rejection import StopOnRejectedInput, shared_rejection
 from sweep.orchestration.search import StudySearcher
-from sweep.orchestration.tuner import new_tuner, quiet_environment, restore_tuner, start_ray
+from sweep.orchestration.tune_state import restored
+from sweep.orchestration.tuner import new_tuner, quiet_environment, start_ray
 from sweep.report.confirm_report import ConfirmReport, build_report
 from sweep.report.confirm_report import markdown as confirm_markdown
 from sweep.report.confirm_report import metrics as confirm_metrics
 from sweep.report.trial_rows import best, best_line, leaderboard, read_rows
 from sweep.stores import results_dir as results
-from sweep.stores import tracking, urls
+from sweep.stores import sweep_lock, tracking, urls
 from sweep.stores.child_run import close_unfinished_children, record_ended
 from sweep.stores.study import create_study, load_study
 from sweep.trial.command import TrialSettings, search_settings
@@ -87,7 +88,7 @@ def describe(plan: SweepPlan, space: SearchSpace) -> str:
     ])
 
 
-def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput):
+def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput, samples: int):
     gate = LaunchGate(plan.mlflow_uri, settings.experiment_id, plan.parent_run_id, space.mode, space.metric,
                       plan.stop_at, plan.budget_gpu_hours, plan.devices_per_trial, plan.gpus_per_trial)
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
@@ -97,9 +98,9 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, sto
                  if plan.scheduler == "asha" else FIFOScheduler())
     slots = resolve_concurrency(plan)
     return new_tuner(settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
-                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                                  max_concurrent_trials=slots, reuse_actors=True),
-                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop], stop=stop)
+                     callbacks=[LiveView(space.metric, space.mode, samples, plan.name, slots), stop], stop=stop)
 
 
 def result_state(result, pruned: set[int]) -> str:
@@ -145,19 +146,16 @@ def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
         plan.name = f"{base}-{k}"
 
 
-def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str,
-                 name_given: bool) -> str:
-    """Write what the sweep needs before its trials start: the study (the claim on the name), `sweep.json`,
-    the MLflow experiment and parent run, then `sweep.json` again with the run's id, and the MLflow UI's view of
-    its trials. A driver killed between two of these leaves what `sweep resume` needs to do the rest. Returns
-    the experiment id."""
+def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str) -> str:
+    """Write what the sweep needs before its trials start (after the study, the claim on the name, and the
+    driver's lock): `sweep.json`, the MLflow experiment and parent run, then `sweep.json` again with the run's
+    id, and the MLflow UI's view of its trials. A driver killed between two of these leaves what `sweep resume`
+    needs to do the rest. A resumed parent run keeps its status until trials run (`_run_trials`). Returns the
+    experiment id."""
     if not resume:
-        claim_name(plan, space, name_given)
         plan.save()
     experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
-    if plan.parent_run_id:
-        mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
-    else:
+    if not plan.parent_run_id:
         plan.parent_run_id = tracking.open_parent(
             mlflow_client, experiment_id, plan.name, "sweep", plan.preset, plan.address, command,
             {tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
@@ -198,12 +196,16 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
     interrupts.install()
     experiment_id = None
     started = False
+    held = None   # a resume comes holding the sweep's lock already (sweep.commands.resume)
     try:
         # Ray first: a cluster that cannot be reached is found before anything is written.
         started = start_ray(plan.address)
         with interrupts.deferred():  # a first open of a sqlite store migrates it: never stopped half-way
+            if not resume:
+                claim_name(plan, space, name_given)
+                held = sweep_lock.take(plan.sweep_dir, plan.name, command)
             mlflow_client = tracking.client(plan.mlflow_uri)
-            experiment_id = open_records(plan, space, mlflow_client, resume, command, name_given)
+            experiment_id = open_records(plan, space, mlflow_client, resume, command)
         code = _run_trials(SweepRun(plan, space, mlflow_client, experiment_id), resume, interrupts, command)
     except KeyboardInterrupt:
         if experiment_id is None and not resume:
@@ -214,6 +216,8 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
         if started:
             with interrupts.deferred():
                 ray.shutdown()
+        if held is not None:
+            held.release()
     if code == EXIT_INTERRUPTED:
         print(f"interrupted: continue with `{resume_command(plan)}`", flush=True)
     return code
@@ -226,10 +230,14 @@ def _run_trials(run: SweepRun, resume: bool, interrupts: Interrupts, command: st
     runs = f"`{plan.trainer_cmd}` with the keys {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
     print(f"sweep {plan.name}: {plan.trials} trials of {plan.space_file} ({space.metric}, {space.mode}), "
           f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
-    outcome = "KILLED"
+    outcome, running = "KILLED", not resume   # a new sweep's parent run is RUNNING since open_records
     try:
-        code = (_search(run, resume, interrupts) if plan.stage == SEARCH
-                else EXIT_OK)
+        tuner, samples = _search_tuner(run, resume) if plan.stage == SEARCH else (None, 0)
+        # Only now does the sweep run again: a resume that failed before leaves the parent's status as it was.
+        if resume:
+            mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
+        running = True
+        code = EXIT_OK if tuner is None else _search(run, tuner, samples, interrupts)
         rows = read_rows(mlflow_client, experiment_id, plan.parent_run_id, list(space.params))
         report = None
         if code == EXIT_OK and plan.confirm:
@@ -244,24 +252,34 @@ def _run_trials(run: SweepRun, resume: bool, interrupts: Interrupts, command: st
         return code
     finally:
         # fit() has stopped every trial by now; one whose worker died could not close its own run.
-        with interrupts.deferred():
-            close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
-            mlflow_client.set_terminated(plan.parent_run_id, outcome)
+        if running:
+            with interrupts.deferred():
+                close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+                mlflow_client.set_terminated(plan.parent_run_id, outcome)
 
 
-def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
-    """Run (or continue) the search; returns its exit code."""
-    plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
+def _search_tuner(run: SweepRun, resume: bool):
+    """The search's Tune experiment, continued or new, and how many trials it runs."""
+    plan, space, experiment_id = run.plan, run.space, run.experiment_id
     settings = search_settings(plan, space, experiment_id)
+    tuner = restored(settings, plan.tune_path) if resume else None
+    if tuner is not None:
+        return tuner, plan.trials
+    # Also a resume whose driver died before Tune saved anything, or whose Tune state was torn: the
+    # searcher then adopts the study's running and complete trials, enqueues only the points the study has
+    # not taken yet, and the trials that ended otherwise (failed, pruned) are not run again.
+    ended = len(load_study(plan.storage, plan.name).get_trials(
+        deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED)))
+    stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id,
+                               {**space.trainer.env, **space.fixed}, list(space.params))
+    samples = max(plan.trials - ended, 0)
+    return (_new_tuner(plan, space, settings, stop, samples) if samples else None), samples
+
+
+def _search(run: SweepRun, tuner, samples: int, interrupts: Interrupts) -> int:
+    """Run the search's `samples` trials; returns its exit code."""
+    plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
     shared_input = {**space.trainer.env, **space.fixed}
-    if resume and tune.Tuner.can_restore(plan.tune_path):
-        tuner = restore_tuner(settings, plan.tune_path)
-    else:
-        # Also a resume whose driver died before Tune saved anything: the searcher then adopts the
-        # study's trials, and enqueues only the points the study has not taken yet.
-        stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id, shared_input,
-                                   list(space.params))
-        tuner = _new_tuner(plan, space, settings, stop)
     with interrupts.tune():
         grid = tuner.fit()
     pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
@@ -276,7 +294,7 @@ def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     stopped = tracking.TAG_STOPPED_LAUNCHING in mlflow_client.get_run(plan.parent_run_id).data.tags
-    if (grid.num_terminated + grid.num_errors >= plan.trials or stopped) and not interrupts.received:
+    if (grid.num_terminated + grid.num_errors >= samples or stopped) and not interrupts.received:
         return EXIT_OK
     return EXIT_INTERRUPTED
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from drivers import children_of, completed_trials, finish, slow_space, start_driver
 from paths import REPO
 from sockets import LOOPBACK, listening_sockets
 from sweeping import FAKE, PLAIN_FAKE, processes_with, wait_for, write_space
 
 from sweep.errors import InputError
-from sweep.inputs.plan import SweepPlan, load_plan
+from sweep.inputs.plan import SweepPlan
 from sweep.inputs.space import load_space
 from sweep.orchestration.driver import claim_name
 from sweep.orchestration.rejection import fixed_input_named
@@ -34,44 +35,6 @@ from sweep.trial.supervisor import descendants
 pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
 
 TORCHRUN_FAKE_2 = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2 {FAKE}"
-
-
-def start_driver(folder: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=folder, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-
-
-def finish(driver: subprocess.Popen, timeout_s: float = 300) -> str:
-    try:
-        return driver.communicate(timeout=timeout_s)[0]
-    except subprocess.TimeoutExpired:
-        driver.kill()
-        return driver.communicate()[0]
-
-
-def completed_trials(storage: str, name: str) -> int:
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return 0
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
-def children_of(folder: Path, name: str) -> dict[int, object]:
-    client = tracking.client(f"sqlite:///{folder}/mlflow.db")
-    plan = load_plan(folder / "runs", name)
-    experiment = client.get_experiment_by_name(plan.experiment)
-    runs = tracking.child_runs(client, experiment.experiment_id, plan.parent_run_id)
-    numbers = [int(r.data.tags[tracking.TAG_TRIAL_NUMBER]) for r in runs]
-    assert len(numbers) == len(set(numbers)), f"more than one child run for a trial: {sorted(numbers)}"
-    return {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in runs}
-
-
-def slow_space(folder: Path, name: str, marker: str, iterations: int):
-    return write_space(folder, name=name, metric="val_loss",
-                       params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
-                       fixed={"fake.tag": marker, "fake.step_s": 0.05, "train.iterations": iterations})
 
 
 def test_sigkill_of_the_driver_leaves_no_trainer_process(tmp_path):
