@@ -15,6 +15,7 @@ import sys
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.orchestration import local_ray
 from sweep.report.live_text import display_settings
+from sweep.stores import credentials
 from sweep.trial.command import edit_script
 
 HELP = "continue a sweep that was interrupted"
@@ -33,6 +34,9 @@ def main(args: argparse.Namespace) -> int:
         # The trials left edit the script the sweep started with, or none: checked before Ray starts.
         edit_script(space.trainer, plan.cwd, dict(space.fixed))
     display_settings()
+    # The stores' passwords from the environment, taken (and a sqlite store's refused) before Ray starts.
+    credentials.mlflow_uri(plan.mlflow_uri)
+    credentials.storage_url(plan.storage)
     local_ray.listen_on_loopback(plan.address)
     from sweep.orchestration.driver import run_sweep
 
