@@ -21,8 +21,8 @@ from sweep.errors import EXIT_OK, InputError
 from sweep.inputs.plan import CONFIRM, DEFAULT_RESULTS_DIR, SweepPlan, load_plan
 from sweep.orchestration import local_ray
 from sweep.report.live_text import display_settings
+from sweep.stores import credentials, sweep_lock, urls
 from sweep.stores import results_dir as results
-from sweep.stores import sweep_lock, urls
 from sweep.stores.credentials import redact
 from sweep.trial.command import edit_script
 
@@ -96,6 +96,10 @@ def _say_finished(plan: SweepPlan) -> int:
 def main(args: argparse.Namespace) -> int:
     plan = load_plan(args.results_dir, args.name)
     space = plan.space()
+    # The stores' passwords from the environment, taken (and one for a sqlite store refused) before the
+    # checks below open the stores.
+    credentials.mlflow_uri(plan.mlflow_uri)
+    credentials.storage_url(plan.storage)
     if finished(plan):
         return _say_finished(plan)
     command = shlex.join(["sweep", *sys.argv[1:]])

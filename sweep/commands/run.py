@@ -312,8 +312,7 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         _check_local_gpus(gpus)
     _note_password_on_command_line(args)
     mlflow_uri = urls.absolute(credentials.mlflow_uri(args.mlflow_uri))
-    storage = (urls.absolute(credentials.storage_url(args.storage)) if args.storage
-               else urls.default_storage(mlflow_uri))
+    storage = urls.absolute(credentials.storage_url(args.storage or urls.default_storage(mlflow_uri)))
     preflight.check_mlflow_uri(mlflow_uri)
     preflight.check_storage(storage)
     results_dir = results.normalize(args.results_dir)

@@ -107,8 +107,13 @@ class VerifyPlan:
         return self.source if self.best_trial is None else f"trial {self.best_trial} of sweep {self.source}"
 
     @property
+    def sweep_dir(self) -> Path:
+        """The verification's folder on this node's disk."""
+        return results.local_folder(self.results_dir, self.name)
+
+    @property
     def run_root(self) -> Path:
-        return results.local_folder(self.results_dir, self.name) / "trials"
+        return self.sweep_dir / "trials"
 
     @property
     def resources(self) -> TrialResources:
@@ -333,7 +338,8 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     settings = plan_settings(plan, experiment_id, parent, Objective("val_loss"), plan.config, plan.trainer)
     outcome = "FAILED"
     try:
-        rounds, results = _run_rounds(plan, settings, mlflow_client, experiment_id)
+        with credentials.handed_to_trials(plan.mlflow_uri, plan.sweep_dir):
+            rounds, results = _run_rounds(plan, settings, mlflow_client, experiment_id)
         report = markdown(f"Verification of {plan.what}: {len(results)} of at most {len(plan.seeds)} {plan.runs}",
                           plan.claim, results, rounds)
         print("\n" + report, flush=True)

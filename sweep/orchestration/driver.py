@@ -33,8 +33,8 @@ from sweep.report.confirm_report import ConfirmReport, build_report
 from sweep.report.confirm_report import markdown as confirm_markdown
 from sweep.report.confirm_report import metrics as confirm_metrics
 from sweep.report.trial_rows import best, best_line, leaderboard, read_rows
+from sweep.stores import credentials, sweep_lock, tracking, urls
 from sweep.stores import results_dir as results
-from sweep.stores import sweep_lock, tracking, urls
 from sweep.stores.child_run import close_unfinished_children, record_ended
 from sweep.stores.study import create_study, load_study
 from sweep.trial.command import TrialSettings, search_settings
@@ -206,7 +206,8 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
                 held = sweep_lock.take(plan.sweep_dir, plan.name, command)
             mlflow_client = tracking.client(plan.mlflow_uri)
             experiment_id = open_records(plan, space, mlflow_client, resume, command)
-        code = _run_trials(SweepRun(plan, space, mlflow_client, experiment_id), resume, interrupts, command)
+        with credentials.handed_to_trials(plan.mlflow_uri, plan.sweep_dir):
+            code = _run_trials(SweepRun(plan, space, mlflow_client, experiment_id), resume, interrupts, command)
     except KeyboardInterrupt:
         if experiment_id is None and not resume:
             print("sweep run: interrupted before the sweep started; nothing was written", file=sys.stderr)

@@ -42,22 +42,22 @@ def quiet_environment() -> None:
 
 def start_ray(address: str = "") -> bool:
     """Connect to the cluster at `address`, or start a local instance (on 127.0.0.1: sweep.orchestration.local_ray);
-    returns whether this call started Ray. The trials' workers get the MLflow password, if there is one,
-    in their environment (sweep.stores.credentials).
+    returns whether this call started Ray. Ray's processes start without the stores' passwords, and Ray is
+    given none: the trials take the MLflow password from the driver's file (sweep.stores.credentials).
 
     `ray.init` installs a SIGTERM handler of its own that exits with status 15; the caller's handler is put
     back afterwards, and a SIGTERM during `ray.init` is an interrupt like any other (docs/running.md, "Signals")."""
     if ray.is_initialized():
         return False
     common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    secrets = credentials.worker_env()
     handler = signal.getsignal(signal.SIGTERM)
     try:
-        if address:
-            ray.init(address=address, **({"runtime_env": {"env_vars": secrets}} if secrets else {}), **common)
-        else:
-            ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath(), **secrets}},
-                     dashboard_host="127.0.0.1", **common)
+        with credentials.withheld():
+            if address:
+                ray.init(address=address, **common)
+            else:
+                ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath()}},
+                         dashboard_host="127.0.0.1", **common)
     except ConnectionError as e:
         raise InputError("--address", f"cannot connect to the Ray cluster at {address}: {e}") from None
     except SystemExit as e:

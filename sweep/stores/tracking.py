@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from sweep.stores import credentials, lock, urls
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
@@ -93,7 +93,8 @@ def client(uri: str):
 
     uri = credentials.mlflow_uri(uri)
     with lock.first_open(uri):
-        return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a fresh database
+        # opens the store: creates or migrates a fresh database
+        return MlflowClient(tracking_uri=credentials.address(uri))
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
@@ -276,7 +277,5 @@ def ui_lines(uri: str, experiment_id: str, view: str) -> list[str]:
     """How to open MLflow's UI on saved view `view`: the server's page, or `mlflow ui` on a local store
     and the page it serves."""
     if credentials.is_server(uri):
-        parts = urlsplit(uri)
-        server = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()   # without a user name
-        return [f"MLflow UI: {ui_url(server, experiment_id, view)}"]
+        return [f"MLflow UI: {ui_url(credentials.address(uri), experiment_id, view)}"]
     return [f"MLflow UI: {ui_command(uri)}", f"  then open {ui_url(UI_LOCAL, experiment_id, view)}"]

@@ -28,7 +28,7 @@ from sweep.inputs.objective import Objective
 from sweep.inputs.overrides import format_override, format_overrides
 from sweep.inputs.source_sites import Edit, ScriptSites, edit, sha256
 from sweep.inputs.trainer_spec import SEED_ENV, TrainerSpec, script_of, with_script
-from sweep.stores.credentials import SECRET_ENV
+from sweep.stores.credentials import SECRET_ENV, password_file
 from sweep.trial.loopback_torchrun import command as torchrun
 from sweep.trial.loopback_torchrun import loopback
 from sweep.trial.process import package_pythonpath
@@ -61,6 +61,7 @@ class TrialSettings:
     cpus: int = 1
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
     seed: int = 0                 # env mode: trial N gets SEED = seed + N
+    mlflow_password_file: str = ""  # where the driver hands over the MLflow password (sweep.stores.credentials)
     poll_s: float = 0.2
     flush_s: float = 10.0
 
@@ -68,12 +69,14 @@ class TrialSettings:
 def plan_settings(plan, experiment_id: str, parent_run_id: str, objective: Objective, fixed: dict[str, Any],
                   trainer: TrainerSpec, seed: int = 0) -> TrialSettings:
     """The settings of the trials a plan runs (a sweep's SweepPlan, or verify's VerifyPlan): its name,
-    preset, folders, stores and resources, under the MLflow run `parent_run_id`."""
+    preset, folders, stores and resources, under the MLflow run `parent_run_id`; the MLflow password, if the
+    driver has one, in a file of the plan's folder (written while the driver runs trials)."""
     return TrialSettings(
         sweep=plan.name, preset=plan.preset, objective=objective, run_root=str(plan.run_root.resolve()),
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
         fixed=dict(fixed), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
-        trainer=trainer, seed=seed)
+        trainer=trainer, seed=seed,
+        mlflow_password_file=password_file(plan.mlflow_uri, plan.sweep_dir))
 
 
 def search_settings(plan, space, experiment_id: str) -> TrialSettings:
