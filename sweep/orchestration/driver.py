@@ -16,8 +16,9 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.stopper import CombinedStopper
 
-from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError
+from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORE_FAILED, InputError
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEARCH, SweepPlan, plan_path
 from sweep.inputs.resources import trials_that_fit
 from sweep.inputs.space import SearchSpace
@@ -27,6 +28,7 @@ from sweep.orchestration.launch_gate import LaunchGate, spent_hours, unit
 from sweep.orchestration.live import LiveView
 from sweep.orchestration.rejection import StopOnRejectedInput, shared_rejection
 from sweep.orchestration.search import StudySearcher
+from sweep.orchestration.store_stop import StopOnStoreFailure, failure_in, settle
 from sweep.orchestration.tuner import new_tuner, quiet_environment, restore_tuner, start_ray
 from sweep.report.confirm_report import ConfirmReport, build_report
 from sweep.report.confirm_report import markdown as confirm_markdown
@@ -34,7 +36,8 @@ from sweep.report.confirm_report import metrics as confirm_metrics
 from sweep.report.trial_rows import best, best_line, leaderboard, read_rows
 from sweep.stores import results_dir as results
 from sweep.stores import tracking, urls
-from sweep.stores.child_run import close_unfinished_children, record_ended
+from sweep.stores.child_run import SweepRecords, close_unfinished_children, record_ended
+from sweep.stores.store_failure import STORE_FAILURE, StoreFailure, attempt, require_file, store_error
 from sweep.stores.study import create_study, load_study
 from sweep.trial.command import TrialSettings, search_settings
 from sweep.trial.runner import FINAL_KEY, TRIAL_NUMBER_KEY
@@ -87,11 +90,12 @@ def describe(plan: SweepPlan, space: SearchSpace) -> str:
     ])
 
 
-def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput):
+def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput,
+               store_stop: StopOnStoreFailure):
     gate = LaunchGate(plan.mlflow_uri, settings.experiment_id, plan.parent_run_id, space.mode, space.metric,
                       plan.stop_at, plan.budget_gpu_hours, plan.devices_per_trial, plan.gpus_per_trial)
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
-                             seed=plan.seed, gate=gate if gate.active else None)
+                             seed=plan.seed, gate=gate if gate.active else None, records=_records(plan, settings.experiment_id))
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
                                max_t=ASHA_MAX_REPORTS, grace_period=1, reduction_factor=ASHA_REDUCTION)
                  if plan.scheduler == "asha" else FIFOScheduler())
@@ -99,7 +103,12 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, sto
     return new_tuner(settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
                      tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
                                                  max_concurrent_trials=slots, reuse_actors=True),
-                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop], stop=stop)
+                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop, store_stop],
+                     stop=CombinedStopper(stop, store_stop))
+
+
+def _records(plan: SweepPlan, experiment_id: str) -> SweepRecords:
+    return SweepRecords(plan.mlflow_uri, experiment_id, plan.parent_run_id)
 
 
 def result_state(result, pruned: set[int]) -> str:
@@ -113,19 +122,23 @@ def result_state(result, pruned: set[int]) -> str:
     return "pruned" if (result.config or {}).get(TRIAL_NUMBER_KEY) in pruned else "stopped"
 
 
-def _reconcile(grid, run: SweepRun, pruned: set[int]) -> None:
+def _reconcile(grid, run: SweepRun, pruned: set[int], store_failure: str | None = None) -> None:
     """Make each trial's child run say how the trial ended, also when the trial could not (it was
-    stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
+    stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run. A trial
+    that a `store_failure` stopped failed (Optuna has it FAIL: store_stop.settle)."""
     plan, space = run.plan, run.space
     for result in grid:
         number = (result.config or {}).get(TRIAL_NUMBER_KEY)
         status = result_state(result, pruned)
         if number is None or status not in ("failed", "pruned", "stopped"):
             continue
+        error = None if result.error is None else str(result.error)
+        if status == "stopped" and store_failure is not None:
+            status, error = "failed", f"stopped by a {STORE_FAILURE}: {store_failure}"
         params = {k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items()
                   if k != TRIAL_NUMBER_KEY}
         record_ended(run.mlflow_client, run.experiment_id, plan.parent_run_id, plan.name, int(number), params, status,
-                     None if result.error is None else str(result.error))
+                     error)
 
 
 def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
@@ -190,8 +203,9 @@ def next_steps(plan: SweepPlan, experiment_id: str) -> list[str]:
 
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_given: bool = True) -> int:
     """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
-    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: interrupt.py), 2 if it
-    stopped because the trainer rejects input every trial gets (rejection.py)."""
+    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: interrupt.py) or a store
+    stopped taking writes (store_stop.py), 2 if it stopped because the trainer rejects input every trial gets
+    (rejection.py)."""
     quiet_environment()
     space = plan.space()
     interrupts = Interrupts()
@@ -210,6 +224,13 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
             print("sweep run: interrupted before the sweep started; nothing was written", file=sys.stderr)
             return EXIT_INTERRUPTED
         code = EXIT_INTERRUPTED
+    except Exception as e:
+        what = store_error(e, plan.mlflow_uri, plan.storage)
+        if what is None:
+            raise
+        print(f"sweep {plan.name}: stopped: {what}; fix it and run `{resume_command(plan)}`", file=sys.stderr,
+              flush=True)
+        return EXIT_STORE_FAILED
     finally:
         if started:
             with interrupts.deferred():
@@ -241,12 +262,25 @@ def _run_trials(run: SweepRun, resume: bool, interrupts: Interrupts, command: st
             outcome = "FAILED"
         print(f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id}")
         print("\n".join(next_steps(plan, experiment_id)), flush=True)
-        return code
-    finally:
-        # fit() has stopped every trial by now; one whose worker died could not close its own run.
+    except BaseException:
+        # A store that failed may refuse these writes too; a resume writes what they could not.
         with interrupts.deferred():
-            close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
-            mlflow_client.set_terminated(plan.parent_run_id, outcome)
+            if _mlflow_present(plan):
+                attempt(close_unfinished_children, mlflow_client, experiment_id, plan.parent_run_id)
+                attempt(mlflow_client.set_terminated, plan.parent_run_id, outcome)
+        raise
+    # fit() has stopped every trial by now; one whose worker died could not close its own run.
+    with interrupts.deferred():
+        require_file(plan.mlflow_uri, "MLflow")
+        close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+        mlflow_client.set_terminated(plan.parent_run_id, outcome)
+    return code
+
+
+def _mlflow_present(plan: SweepPlan) -> bool:
+    """Whether the MLflow store can be written without creating it: a sqlite file deleted mid-sweep stays
+    deleted (sweep.stores.store_failure.require_file)."""
+    return attempt(require_file, plan.mlflow_uri, "MLflow")
 
 
 def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
@@ -254,6 +288,11 @@ def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
     plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
     settings = search_settings(plan, space, experiment_id)
     shared_input = {**space.trainer.env, **space.fixed}
+    records = _records(plan, experiment_id)
+    if resume:
+        # Trials that recorded their result in MLflow after the Optuna store stopped taking writes.
+        settle(load_study(plan.storage, plan.name), records, ended=set())
+    store_stop = StopOnStoreFailure()
     if resume and tune.Tuner.can_restore(plan.tune_path):
         tuner = restore_tuner(settings, plan.tune_path)
     else:
@@ -261,11 +300,19 @@ def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
         # study's trials, and enqueues only the points the study has not taken yet.
         stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id, shared_input,
                                    list(space.params))
-        tuner = _new_tuner(plan, space, settings, stop)
+        tuner = _new_tuner(plan, space, settings, stop, store_stop)
     with interrupts.tune():
         grid = tuner.fit()
-    pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
-        deepcopy=False, states=(TrialState.PRUNED,))}
+    failure = store_stop.failure or failure_in(grid)
+    if failure is not None:
+        _wind_down(grid, run, failure)
+        raise StoreFailure(failure)
+    for url, store in ((plan.mlflow_uri, "MLflow"), (plan.storage, "Optuna")):
+        require_file(url, store)
+    study = load_study(plan.storage, plan.name)
+    if not interrupts.received:
+        settle(study, records, ended=set(_numbers(grid)))
+    pruned = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))}
     _reconcile(grid, run, pruned)
     close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
     rejected = shared_rejection(mlflow_client, experiment_id, plan.parent_run_id, shared_input,
@@ -279,6 +326,22 @@ def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
     if (grid.num_terminated + grid.num_errors >= plan.trials or stopped) and not interrupts.received:
         return EXIT_OK
     return EXIT_INTERRUPTED
+
+
+def _numbers(grid) -> list[int]:
+    return [int(r.config[TRIAL_NUMBER_KEY]) for r in grid if TRIAL_NUMBER_KEY in (r.config or {})]
+
+
+def _wind_down(grid, run: SweepRun, failure: str) -> None:
+    """After a trial's store failure stopped the experiment: write what the stores still take, each write on
+    its own (the store that failed refuses its share). The trials the stop ended are FAIL in Optuna and
+    failed in MLflow; nothing is opened that is gone."""
+    plan = run.plan
+    if attempt(require_file, plan.storage, "Optuna"):
+        attempt(lambda: settle(load_study(plan.storage, plan.name), _records(plan, run.experiment_id),
+                               ended=set(_numbers(grid))))
+    if _mlflow_present(plan):
+        attempt(_reconcile, grid, run, set(), failure)
 
 
 def _confirm(run: SweepRun, rows, interrupts: Interrupts, command: str) -> tuple[ConfirmReport | None, int]:

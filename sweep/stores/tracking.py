@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from urllib.parse import urlencode, urlsplit
 
 from sweep.stores import credentials, lock, urls
+from sweep.stores.store_failure import require_file
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
 from trainer.provenance import git_sha
 
@@ -94,6 +95,13 @@ def client(uri: str):
     uri = credentials.mlflow_uri(uri)
     with lock.first_open(uri):
         return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a fresh database
+
+
+def existing_client(uri: str):
+    """A client of a store the sweep's driver created: a sqlite store whose file is gone is a
+    sweep.stores.store_failure.StoreFailure, never a fresh database (the trials and the driver's callbacks)."""
+    require_file(uri, "MLflow")
+    return client(uri)
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
