@@ -16,7 +16,6 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.stopper import CombinedStopper
 
 from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORE_FAILED, InputError
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEARCH, SweepPlan, plan_path
@@ -37,7 +36,7 @@ from sweep.report.trial_rows import best, best_line, leaderboard, read_rows
 from sweep.stores import results_dir as results
 from sweep.stores import tracking, urls
 from sweep.stores.child_run import SweepRecords, close_unfinished_children, record_ended
-from sweep.stores.store_failure import STORE_FAILURE, StoreFailure, attempt, require_file, store_error
+from sweep.stores.store_failure import StoreFailure, attempt, require_file, store_error
 from sweep.stores.study import create_study, load_study
 from sweep.trial.command import TrialSettings, search_settings
 from sweep.trial.runner import FINAL_KEY, TRIAL_NUMBER_KEY
@@ -90,8 +89,7 @@ def describe(plan: SweepPlan, space: SearchSpace) -> str:
     ])
 
 
-def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput,
-               store_stop: StopOnStoreFailure):
+def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput):
     gate = LaunchGate(plan.mlflow_uri, settings.experiment_id, plan.parent_run_id, space.mode, space.metric,
                       plan.stop_at, plan.budget_gpu_hours, plan.devices_per_trial, plan.gpus_per_trial)
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
@@ -103,8 +101,8 @@ def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, sto
     return new_tuner(settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
                      tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
                                                  max_concurrent_trials=slots, reuse_actors=True),
-                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop, store_stop],
-                     stop=CombinedStopper(stop, store_stop))
+                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop,
+                                StopOnStoreFailure()], stop=stop)
 
 
 def _records(plan: SweepPlan, experiment_id: str) -> SweepRecords:
@@ -122,23 +120,19 @@ def result_state(result, pruned: set[int]) -> str:
     return "pruned" if (result.config or {}).get(TRIAL_NUMBER_KEY) in pruned else "stopped"
 
 
-def _reconcile(grid, run: SweepRun, pruned: set[int], store_failure: str | None = None) -> None:
+def _reconcile(grid, run: SweepRun, pruned: set[int]) -> None:
     """Make each trial's child run say how the trial ended, also when the trial could not (it was
-    stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run. A trial
-    that a `store_failure` stopped failed (Optuna has it FAIL: store_stop.settle)."""
+    stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
     plan, space = run.plan, run.space
     for result in grid:
         number = (result.config or {}).get(TRIAL_NUMBER_KEY)
         status = result_state(result, pruned)
         if number is None or status not in ("failed", "pruned", "stopped"):
             continue
-        error = None if result.error is None else str(result.error)
-        if status == "stopped" and store_failure is not None:
-            status, error = "failed", f"stopped by a {STORE_FAILURE}: {store_failure}"
         params = {k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items()
                   if k != TRIAL_NUMBER_KEY}
         record_ended(run.mlflow_client, run.experiment_id, plan.parent_run_id, plan.name, int(number), params, status,
-                     error)
+                     None if result.error is None else str(result.error))
 
 
 def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
@@ -289,10 +283,13 @@ def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
     settings = search_settings(plan, space, experiment_id)
     shared_input = {**space.trainer.env, **space.fixed}
     records = _records(plan, experiment_id)
+    failed_before: set[int] = set()  # their errors are in a restored grid, from an earlier driver
     if resume:
         # Trials that recorded their result in MLflow after the Optuna store stopped taking writes.
-        settle(load_study(plan.storage, plan.name), records, ended=set())
-    store_stop = StopOnStoreFailure()
+        study = load_study(plan.storage, plan.name)
+        settle(study, records, ended=set())
+        failed_before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    StopOnStoreFailure.clear()
     if resume and tune.Tuner.can_restore(plan.tune_path):
         tuner = restore_tuner(settings, plan.tune_path)
     else:
@@ -300,12 +297,12 @@ def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
         # study's trials, and enqueues only the points the study has not taken yet.
         stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id, shared_input,
                                    list(space.params))
-        tuner = _new_tuner(plan, space, settings, stop, store_stop)
+        tuner = _new_tuner(plan, space, settings, stop)
     with interrupts.tune():
         grid = tuner.fit()
-    failure = store_stop.failure or failure_in(grid)
+    failure = StopOnStoreFailure.found or failure_in(grid, skip=failed_before)
     if failure is not None:
-        _wind_down(grid, run, failure)
+        _wind_down(grid, run)
         raise StoreFailure(failure)
     for url, store in ((plan.mlflow_uri, "MLflow"), (plan.storage, "Optuna")):
         require_file(url, store)
@@ -332,16 +329,23 @@ def _numbers(grid) -> list[int]:
     return [int(r.config[TRIAL_NUMBER_KEY]) for r in grid if TRIAL_NUMBER_KEY in (r.config or {})]
 
 
-def _wind_down(grid, run: SweepRun, failure: str) -> None:
+def _wind_down(grid, run: SweepRun) -> None:
     """After a trial's store failure stopped the experiment: write what the stores still take, each write on
-    its own (the store that failed refuses its share). The trials the stop ended are FAIL in Optuna and
-    failed in MLflow; nothing is opened that is gone."""
+    its own (the store that failed refuses its share), opening nothing that is gone. A failed trial is FAIL in
+    Optuna; the trials the stop ended run again on resume, as after an interrupt."""
     plan = run.plan
-    if attempt(require_file, plan.storage, "Optuna"):
-        attempt(lambda: settle(load_study(plan.storage, plan.name), _records(plan, run.experiment_id),
-                               ended=set(_numbers(grid))))
+    failed = {int(r.config[TRIAL_NUMBER_KEY]) for r in grid if r.error is not None and TRIAL_NUMBER_KEY in r.config}
+    pruned: set[int] = set()
+
+    def settle_study() -> None:
+        require_file(plan.storage, "Optuna")
+        study = load_study(plan.storage, plan.name)
+        settle(study, _records(plan, run.experiment_id), failed)
+        pruned.update(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+
+    attempt(settle_study)
     if _mlflow_present(plan):
-        attempt(_reconcile, grid, run, set(), failure)
+        attempt(_reconcile, grid, run, pruned)
 
 
 def _confirm(run: SweepRun, rows, interrupts: Interrupts, command: str) -> tuple[ConfirmReport | None, int]:

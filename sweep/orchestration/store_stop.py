@@ -3,15 +3,16 @@
 A trial whose MLflow writes (or the disk under its run directory) fail ends with a
 sweep.stores.store_failure.StoreFailure. Every later trial would fail the same way, so `StopOnStoreFailure`
 ends the experiment after the first one, as sweep.orchestration.rejection does for input every trial
-shares, instead of burning the trials left (a retry Tune scheduled for it does not start either).
+shares, instead of burning the trials left; the trials running then (a retry Tune scheduled included) run
+again on `sweep resume`, once the store is fixed.
 
-Tune ends the trials that were running then without telling the searcher, and never restarts them; `settle`
-gives each of their Optuna trials the state its child run says: COMPLETE with the objective the trial
-recorded, FAIL otherwise, so no Optuna trial stays RUNNING for a trial that no longer runs.
+`settle` gives each Optuna trial left RUNNING for a trial that will not run again the state its child run
+says: COMPLETE with the objective the trial recorded, FAIL otherwise.
 """
 from __future__ import annotations
 
 import re
+import signal
 
 import optuna
 from optuna.trial import TrialState
@@ -19,6 +20,7 @@ from ray import tune
 
 from sweep.stores.child_run import SweepRecords
 from sweep.stores.store_failure import STORE_FAILURE, store_errors
+from sweep.trial.runner import TRIAL_NUMBER_KEY
 
 _FAILURE = re.compile(rf"{re.escape(STORE_FAILURE)}: (.+)")
 
@@ -29,36 +31,42 @@ def failure_named(text: str | None) -> str | None:
     return found.group(1).strip() if found else None
 
 
-def failure_in(grid) -> str | None:
-    """The first store failure among the errors of a Tune `ResultGrid`'s trials."""
+def failure_in(grid, skip: set[int]) -> str | None:
+    """The first store failure among the errors of a Tune `ResultGrid`'s trials, but for those of trial
+    numbers in `skip`."""
     for result in grid:
+        if (result.config or {}).get(TRIAL_NUMBER_KEY) in skip:
+            continue
         what = failure_named(None if result.error is None else str(result.error))
         if what is not None:
             return what
     return None
 
 
-class StopOnStoreFailure(tune.Callback, tune.Stopper):
-    """Ends the sweep once a trial has failed on a store failure; `failure` says what failed."""
+class StopOnStoreFailure(tune.Callback):
+    """Ends the experiment once a trial has failed on a store failure, the way Tune ends it on a signal:
+    its state saved with the running trials unfinished (sweep.orchestration.interrupt), so that `sweep resume`
+    runs them again. `found` holds what failed, for the driver: Tune restores a resumed sweep's callbacks from
+    its saved state, so the driver's one handle on them is their class."""
 
-    def __init__(self) -> None:
-        self.failure: str | None = None
+    found: str | None = None
+
+    @classmethod
+    def clear(cls) -> None:
+        cls.found = None
 
     def _check(self, trial) -> None:
-        if self.failure is None:
-            self.failure = failure_named(trial.get_error())
+        if StopOnStoreFailure.found is not None:
+            return
+        StopOnStoreFailure.found = failure_named(trial.get_error())
+        if StopOnStoreFailure.found is not None:
+            signal.raise_signal(signal.SIGUSR1)  # Tune's stop signal beside SIGINT, which the driver keeps for the user
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self._check(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._check(trial)
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.failure is not None
 
 
 def settle(study: optuna.Study, records: SweepRecords, ended: set[int]) -> dict[int, TrialState]:
