@@ -25,6 +25,7 @@ from sweep.trial.runner import TRIAL_NUMBER_KEY, TrialSettings, run_trial
 
 # Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
 CHECKPOINT_PERIOD_S = "2"
+STORE_ERROR_LOGGER = "mlflow.store.db.utils"
 
 
 def quiet_environment() -> None:
@@ -33,9 +34,15 @@ def quiet_environment() -> None:
     # mlflow sets its loggers up when imported (above), so this has to come after the import.
     for name in (mlflow.__name__, "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs each database error with its traceback before raising it; the sweep reports a store that
+    # stopped taking writes in one line (sweep.stores.store_failure).
+    logging.getLogger(STORE_ERROR_LOGGER).setLevel(logging.CRITICAL)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
+    # A failed trial's error is its child run's `sweep.error`, and the live view counts it; Tune would print
+    # each one's traceback.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # Tune's newer console output prints its configuration box even at verbose=0; the classic one is silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 

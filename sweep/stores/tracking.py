@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from urllib.parse import urlencode
 
 from sweep.stores import credentials, lock, urls
+from sweep.stores.store_failure import require_file
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
 from trainer.provenance import git_sha
 
@@ -95,6 +96,13 @@ def client(uri: str):
     with lock.first_open(uri):
         # opens the store: creates or migrates a fresh database
         return MlflowClient(tracking_uri=credentials.address(uri))
+
+
+def existing_client(uri: str):
+    """A client of a store the sweep's driver created: a sqlite store whose file is gone is a
+    sweep.stores.store_failure.StoreFailure, never a fresh database (the trials and the driver's callbacks)."""
+    require_file(uri, "MLflow")
+    return client(uri)
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
