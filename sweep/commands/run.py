@@ -32,6 +32,7 @@ from sweep.inputs.resources import (
     MAX_CONCURRENT,
     MAX_CONFIRMED,
     MAX_FAILURES,
+    MAX_SEED,
     MAX_SEEDS,
     MAX_TRIALS,
     in_range,
@@ -282,6 +283,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     sets = dict(parse_set(item, space.trainer.check_key) for item in args.sets)
     space = space.with_fixed(sets)
     trials = in_range(args.trials, "--trials", 1, MAX_TRIALS)
+    if args.seed is not None:
+        in_range(args.seed, "--seed", 0, MAX_SEED)
     concurrency = in_range(args.concurrency, "--concurrency", 0, MAX_CONCURRENT)
     trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
     gpus = trial.gpus

@@ -22,6 +22,8 @@ MAX_CONFIRMED = 100             # configurations a confirmation re-runs
 MAX_SEEDS = 64                  # seeds of one configuration: the sequential design's tables grow with them
 MAX_FAILURES = 100              # retries of one crashed trial
 MAX_PER_TRIAL = 1024            # GPUs, processes or CPUs of one trial
+# `--seed`: Optuna's samplers take seeds below 2**32, and in env mode trial N gets SEED = seed + N.
+MAX_SEED = 2**32 - 1 - MAX_TRIALS
 
 
 def in_range(value: int, flag: str, minimum: int, maximum: int) -> int:

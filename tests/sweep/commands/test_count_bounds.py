@@ -35,6 +35,7 @@ def test_an_absurd_trial_count_exits_2_at_once(tmp_path):
     (["--cpus-per-trial", str(resources.MAX_PER_TRIAL + 1)], ("--cpus-per-trial", resources.MAX_PER_TRIAL)),
     (["--nproc-per-trial", str(resources.MAX_PER_TRIAL + 1)], ("--nproc-per-trial", resources.MAX_PER_TRIAL)),
     (["--gpus-per-trial", str(resources.MAX_PER_TRIAL + 1)], ("--gpus-per-trial", resources.MAX_PER_TRIAL)),
+    (["--seed", str(resources.MAX_SEED + 1)], ("--seed", resources.MAX_SEED)),
 ])
 def test_sweep_run_bounds_every_count(workdir, capsys, flags, bound):
     space = write_space(workdir, name="bounded", metric="val_loss",
