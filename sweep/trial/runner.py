@@ -130,7 +130,7 @@ class _Source:
         return self.live_log.finish() if self.mode == "lines" else []
 
 
-def _open_child_run(settings: TrialSettings, number: int) -> ChildRun:
+def open_child_run(settings: TrialSettings, number: int) -> ChildRun:
     """The trial's child run, reached with the MLflow password the driver handed over, or where its file is not
     on this node, with the node's own credentials: a failure to connect then says so."""
     instead = credentials.from_driver(settings.mlflow_password_file)
@@ -155,7 +155,7 @@ def _run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     ctx = tune.get_context()
     number = int(config[TRIAL_NUMBER_KEY])
     values = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
-    child = _open_child_run(settings, number)
+    child = open_child_run(settings, number)
     recorded = child.recorded_result()
     if recorded is not None:
         tune.report({**recorded, FINAL_KEY: True, TRIAL_NUMBER_KEY: number})
