@@ -1,7 +1,7 @@
 """Chaos campaign: a real sweep under random faults, then what its stores and the machine say.
 
     python bench/chaos.py [--trials 20] [--seed 0] [--faults 8] [--gap 10 45] [--timeout 3600] [--concurrency 2]
-                          [--iterations 60] [--step-s 0.05] [--keep] [--out bench/results/chaos.json]
+                          [--iterations 200] [--step-s 0.05] [--keep] [--out bench/results/chaos.json]
 
 Runs `sweep run` as a user would, in a fresh temporary folder with the default stores there (sqlite
 mlflow.db and optuna.db, Tune's state in runs/), on a space file it writes there, with the tests' stand-in
@@ -64,6 +64,8 @@ POLL_S = 0.2
 GONE_WAIT_S = 60.0            # for a tree's trainer processes to end after a driver SIGKILL
 TERM_WAIT_S = 180.0           # for a SIGTERMed driver to exit before it is SIGKILLed as hung
 LEFT_WAIT_S = 30.0            # for the sweep's processes to end after the last driver exited
+TRACEBACK = "Traceback (most recent call last)"
+TUNE_TRIAL_FAILED = "Trial task failed for trial"   # what Tune logs, with a traceback, when a trial raises
 ENDED = ("COMPLETE", "PRUNED", "FAIL")
 UNFINISHED_RUN = ("RUNNING", "SCHEDULED")
 # A trial's Optuna state and its child run's MLflow status and `sweep.status` tag, when they agree.
@@ -84,9 +86,10 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
 
 def cmdline(pid: int) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+    return [a for a in args if a]  # a process that renamed itself (ray::...) pads with empty ones
 
 
 def alive(key: tuple[int, int]) -> bool:
@@ -96,7 +99,7 @@ def alive(key: tuple[int, int]) -> bool:
 
 
 def short(args: list[str], limit: int = 110) -> str:
-    text = " ".join(a.replace(str(REPO) + "/", "").strip() for a in args)
+    text = " ".join(a.replace(str(REPO) + "/", "") for a in args)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -142,6 +145,14 @@ def marked(folder: Path) -> list[int]:
     needle, me = str(folder), os.getpid()
     return [int(e.name) for e in Path("/proc").iterdir()
             if e.name.isdigit() and int(e.name) != me and needle in " ".join(cmdline(int(e.name)))]
+
+
+def tracebacks(output: str) -> dict:
+    """The tracebacks in a driver's output: those Tune logs for a trial that failed (a trial process killed),
+    and any other."""
+    parts = output.split(TRACEBACK)
+    trial = sum(TUNE_TRIAL_FAILED in before.rstrip("\n").rsplit("\n", 1)[-1] for before in parts[:-1])
+    return {"trial_failed_tracebacks": trial, "other_tracebacks": len(parts) - 1 - trial}
 
 
 # --- the campaign --------------------------------------------------------------------------------------
@@ -195,13 +206,12 @@ class Campaign:
         self.rounds.append(record)
         self.say(f"round {number}: driver pid {driver.pid}: python -m sweep {short(args, 60)}")
         self.watch(driver, record)
-        record.update(exit_code=driver.wait(), end_s=self.now(),
-                      tracebacks=log.read_text(errors="replace").count("Traceback (most recent call last)"))
+        record.update(exit_code=driver.wait(), end_s=self.now(), **tracebacks(log.read_text(errors="replace")))
         expected = {None: 0, "SIGKILL": -signal.SIGKILL, "SIGTERM": 1}[record["signal"]]
-        record["expected"] = record["exit_code"] == expected and not record["tracebacks"]
+        record["expected"] = record["exit_code"] == expected and not record["other_tracebacks"]
         self.say(f"round {number}: driver exited {record['exit_code']}"
                  + ("" if record["expected"] else f"  UNEXPECTED (expected {expected}, "
-                                                  f"{record['tracebacks']} tracebacks; see {log.name})"))
+                                                  f"{record['other_tracebacks']} tracebacks; see {log.name})"))
         return record["exit_code"]
 
     def watch(self, driver: subprocess.Popen, record: dict) -> None:
@@ -400,6 +410,7 @@ def table(campaign: Campaign, counts: dict, left: dict, v: dict) -> str:
                                           f"{dict(Counter(f['kind'] for f in campaign.faults))}"),
         ("driver rounds, exit codes", f"{len(campaign.rounds)}: {[r['exit_code'] for r in campaign.rounds]}"),
         ("unexpected driver exits (rounds)", v["unexpected_exits"]),
+        ("Tune's trial-failed tracebacks in output", sum(r["trial_failed_tracebacks"] for r in campaign.rounds)),
         ("trials requested", counts["requested"]),
         ("Optuna trials, by state", f"{counts['optuna_trials']}: {counts['optuna_by_state']}"),
         ("trials ended (COMPLETE/PRUNED/FAIL)", counts["ended"]),
@@ -432,7 +443,7 @@ def main() -> int:
                    help="seconds between two faults, or from a round's first running rank to its first fault")
     p.add_argument("--timeout", type=float, default=3600, help="seconds for the whole campaign")
     p.add_argument("--concurrency", type=int, default=2)
-    p.add_argument("--iterations", type=int, default=60, help="steps of each trial")
+    p.add_argument("--iterations", type=int, default=200, help="steps of each trial")
     p.add_argument("--step-s", type=float, default=0.05, help="seconds per step")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--out", type=Path, default=RESULTS / "chaos.json")
