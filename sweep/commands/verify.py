@@ -33,6 +33,8 @@ from typing import Any
 import yaml
 
 from sweep.errors import EXIT_OK, EXIT_SEEDS_FAILED, InputError
+from sweep.inputs import preflight
+from sweep.inputs.input_files import check_output_folder, read_input_text
 from sweep.inputs.overrides import check_key, format_override, format_value, parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
@@ -168,10 +170,9 @@ def _check_with_trainer(preset: str, config: dict[str, Any], world_size: int, wh
 
 
 def _config_file_keys(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError("--config", f"no such file: {path}")
+    text = read_input_text(path, "--config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InputError(str(path), f"not valid YAML: {e}") from None
     if data is None:
@@ -227,6 +228,9 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
         edit_script(trainer, os.getcwd(), {**config, **({trainer.seed_key: seeds[-1]} if trainer.seed_key else {})})
     claim = make_claim(preset, args.target, exports)
     min_effect, power = _futility(args)
+    preflight.check_mlflow_uri(mlflow_uri)
+    if not results.is_uri(results_dir):
+        check_output_folder(Path(results_dir), "--results-dir")
     return VerifyPlan(
         name=results.free_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
         config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),
