@@ -51,9 +51,9 @@ LIBRARY_LOG = re.compile(r"^(\[[IWD] |\d{4}/\d\d/\d\d [\d:]+ (INFO|WARNING) )") 
 RAY_STARTED = ("sweep run: starting", "Started a local Ray instance", "ray.init")
 NAME = "base"            # the prepared sweep
 RUN = ["run", "--space", "space.yaml", "--trials", "1", "--name", "camp"]
-VERIFY_CONFIG = ["verify", "--config", "cfg.yaml", "--seeds", "2"]
+VERIFY_CONFIG = ["verify", "--config", "cfg.yaml", "--seeds", "2", "--target", "3.5"]
 CONFIG = "train:\n  iterations: 4\n"
-BINARY = bytes(random.Random(23).randrange(256) for _ in range(4096))
+BINARY = random.Random(23).randbytes(4096)   # garbage, with NUL bytes and invalid UTF-8
 
 
 @dataclass

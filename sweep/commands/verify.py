@@ -187,6 +187,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     seeds = list(range(at_least(args.seeds, "--seeds", 2)))
     at_least(args.concurrency, "--concurrency", 0)
     at_least(args.max_failures, "--max-failures", 0)
+    min_effect, power = _futility(args)
     display_settings()
     sweep = None if args.config else load_plan(args.results_dir, args.name)
     space = None if sweep is None else sweep.space()
@@ -227,7 +228,6 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     if trainer.source_mode:
         edit_script(trainer, os.getcwd(), {**config, **({trainer.seed_key: seeds[-1]} if trainer.seed_key else {})})
     claim = make_claim(preset, args.target, exports)
-    min_effect, power = _futility(args)
     preflight.check_mlflow_uri(mlflow_uri)
     if not results.is_uri(results_dir):
         check_output_folder(Path(results_dir), "--results-dir")

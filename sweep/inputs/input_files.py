@@ -18,17 +18,18 @@ from sweep.stores import results_dir as results
 def read_input_bytes(location: str | Path, where: str | None = None) -> bytes:
     """The bytes of the file at `location` (a local path, or a URI of the results dir); `where` names it in
     errors (default: the path)."""
+    named = where is not None and where != str(location)
     where = where or str(location)
     try:
         if results.is_uri(str(location)):
             return results.read_bytes(str(location))
         return Path(location).read_bytes()
     except IsADirectoryError:
-        raise InputError(where, f"{location} is a folder, not a file") from None
+        raise InputError(where, f"{f'{location} is' if named else ''} a folder, not a file".strip()) from None
     except (FileNotFoundError, NotADirectoryError):
-        raise InputError(where, f"no such file: {location}") from None
+        raise InputError(where, f"no such file{f': {location}' if named else ''}") from None
     except OSError as e:
-        raise InputError(where, f"cannot read {location}: {e.strerror or e}") from None
+        raise InputError(where, f"cannot read {location if named else 'it'}: {e.strerror or e}") from None
 
 
 def read_input_text(location: str | Path, where: str | None = None) -> str:
@@ -37,8 +38,10 @@ def read_input_text(location: str | Path, where: str | None = None) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(where or str(location), f"{location} is not a text file (byte {e.start}, {data[e.start]:#04x}, "
-                                                 f"is not UTF-8); is it the file you meant?") from None
+        named = where is not None and where != str(location)
+        raise InputError(where or str(location), f"{f'{location} is' if named else ''} not a text file (byte ".lstrip()
+                                                 f"{e.start}, {data[e.start]:#04x}, is not UTF-8); is it the "
+                                                 f"file you meant?") from None
 
 
 def check_output_folder(path: Path, where: str) -> None:
