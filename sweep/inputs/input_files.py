@@ -39,9 +39,9 @@ def read_input_text(location: str | Path, where: str | None = None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         named = where is not None and where != str(location)
-        raise InputError(where or str(location), f"{f'{location} is' if named else ''} not a text file (byte ".lstrip()
-                                                 f"{e.start}, {data[e.start]:#04x}, is not UTF-8); is it the "
-                                                 f"file you meant?") from None
+        what = f"{location} is not" if named else "not"
+        raise InputError(where or str(location), f"{what} a text file (byte {e.start}, {data[e.start]:#04x}, is not "
+                                                 f"UTF-8); is it the file you meant?") from None
 
 
 def check_output_folder(path: Path, where: str) -> None:
