@@ -52,8 +52,8 @@ def check_output_folder(path: Path, where: str) -> None:
         if not folder.exists():
             continue
         if not folder.is_dir():
-            what = "is a file" if folder == path else f"has a file in its way, {folder}"
-            raise InputError(where, f"{path} {what}, not a folder")
+            raise InputError(where, f"{folder} is a file, " + ("not a folder" if folder == path else
+                                                                f"so the folder {path} cannot be made"))
         if not os.access(folder, os.W_OK | os.X_OK):
             raise InputError(where, f"cannot write in {folder}: permission denied")
         return
