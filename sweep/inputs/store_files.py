@@ -59,15 +59,15 @@ def check_store_file(path: Path, kind: str, where: str, writable: bool = False) 
         raise InputError(where, f"cannot write {path}: permission denied")
 
 
-def check_sweep_stores(mlflow_uri: str, storage: str, mlflow_made: bool, where: str) -> None:
-    """The sqlite stores an existing sweep names: each a store of its kind, and there. The Optuna study is the
-    sweep's first record; its MLflow store exists once the sweep has a parent run (`mlflow_made`)."""
-    for uri, kind, made in ((mlflow_uri, MLFLOW, mlflow_made), (storage, OPTUNA, True)):
+def check_sweep_stores(mlflow_uri: str, storage: str, started: bool, where: str) -> None:
+    """The sqlite stores an existing sweep names: each a store of its kind, and there once the sweep has
+    `started` its records (its parent run exists; a driver stopped before that may have made neither)."""
+    for uri, kind in ((mlflow_uri, MLFLOW), (storage, OPTUNA)):
         path = sqlite_path(uri)
         if path is None:
             continue
         if not path.exists():
-            if made:
+            if started:
                 raise InputError(where, f"the sweep's {kind} store {path} does not exist (moved or deleted?); "
                                         f"put it back where {where} says it is")
             continue
