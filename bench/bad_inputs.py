@@ -42,7 +42,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "bad_inputs.json"
 EXIT_BAD_INPUT = 2
-TIMEOUT_S = 90.0
+TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0      # after SIGINT, before SIGKILL of the process group
 # Root reads and writes any file whatever its mode: the commands run without that override.
 DROP_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
@@ -235,7 +235,7 @@ def flag_types(c: Cases, b: Builder) -> None:
 def numbers(c: Cases, b: Builder) -> None:
     # Numbers out of bounds.
     for flag, value in (("--trials", "0"), ("--trials", "-1"), ("--concurrency", "-1"), ("--gpus-per-trial", "-1"),
-                        ("--gpus-per-trial", "8"), ("--nproc-per-trial", "0"), ("--cpus-per-trial", "0"),
+                        ("--gpus-per-trial", "8"), ("--nproc-per-trial", "-1"), ("--cpus-per-trial", "-1"),
                         ("--max-failures", "-1"), ("--confirm", "-1"), ("--budget-gpu-hours", "0"),
                         ("--budget-gpu-hours", "-1"), ("--noise-std", "-1"), ("--noise-std", "nan"),
                         ("--stop-at", "nan"), ("--stop-at", "inf")):
