@@ -5,6 +5,7 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 1     # stopped by SIGINT or SIGTERM; `sweep resume` continues it
+EXIT_STORE_FAILED = 1    # a store (MLflow, Optuna, the disk) stopped taking writes; `sweep resume` continues
 EXIT_SEEDS_FAILED = 1    # `sweep verify`: some seed gave no loss (crashed, diverged, interrupted)
 EXIT_BAD_INPUT = 2       # an InputError, found before anything runs
 

@@ -251,9 +251,7 @@ def destination(args: argparse.Namespace) -> tuple[str, str, str | None]:
             raise InputError("--results-dir", "names where a sweep lives; it needs --sweep NAME")
         experiment = DEFAULT_EXPERIMENT if args.experiment is None else args.experiment
         return uri or urls.absolute(urls.DEFAULT_MLFLOW_URI), experiment, None
-    if not args.sweep.strip():
-        raise InputError("--sweep", "the sweep name is empty")
-    plan = load_plan(args.results_dir or DEFAULT_RESULTS_DIR, args.sweep)
+    plan = load_plan(args.results_dir or DEFAULT_RESULTS_DIR, args.sweep, "--sweep")
     sweep_uri = urls.absolute(plan.mlflow_uri)
     if uri is not None and not _same_store(uri, sweep_uri):
         raise InputError("--mlflow-uri", f"sweep {plan.name} keeps its runs in {sweep_uri}, not {uri}; "

@@ -27,7 +27,17 @@ from sweep.inputs import preflight
 from sweep.inputs.input_files import check_output_folder, read_input_bytes
 from sweep.inputs.overrides import parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEQUENTIAL, SweepPlan, plan_path
-from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, at_least, resolve
+from sweep.inputs.resources import (
+    CLUSTER_GPUS_PER_TRIAL,
+    CPU_PRESET,
+    MAX_CONCURRENT,
+    MAX_CONFIRMED,
+    MAX_FAILURES,
+    MAX_SEEDS,
+    MAX_TRIALS,
+    in_range,
+    resolve,
+)
 from sweep.inputs.script_keys import SKIP_FLAG, check_script_keys
 from sweep.inputs.source_sites import ScriptSites, edit, sha256
 from sweep.inputs.space import SearchSpace, check_with_trainer, load_space
@@ -243,7 +253,7 @@ def _min_effect(args: argparse.Namespace, space: SearchSpace, preset: str, fixed
 
 def _confirm_settings(args: argparse.Namespace, space: SearchSpace, preset: str) -> dict[str, Any]:
     """The plan's confirmation fields: the flags, else the space's `confirm:` block."""
-    top = space.confirm.get("top", 0) if args.confirm is None else at_least(args.confirm, "--confirm")
+    top = space.confirm.get("top", 0) if args.confirm is None else in_range(args.confirm, "--confirm", 1, MAX_CONFIRMED)
     if not top:
         for flag in CONFIRM_FLAGS:
             if getattr(args, flag[2:].replace("-", "_")) is not None:
@@ -252,7 +262,7 @@ def _confirm_settings(args: argparse.Namespace, space: SearchSpace, preset: str)
     fixed = space.confirm.get("fixed", False) if args.confirm_fixed is None else True
     seeds = space.confirm.get("seeds", DEFAULT_FIXED_SEEDS if fixed else DEFAULT_CONFIRM_SEEDS)
     if args.confirm_seeds is not None:
-        seeds = at_least(args.confirm_seeds, "--confirm-seeds", minimum=2)
+        seeds = in_range(args.confirm_seeds, "--confirm-seeds", 2, MAX_SEEDS)
     seed_key = space.trainer.seed_key
     for where, keys in (("params", space.params), ("fixed", space.fixed), ("trainer.env", space.trainer.env)):
         if seed_key in keys:
@@ -274,11 +284,11 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     space = load_space(space_path).with_trainer(args.trainer_cmd or None, args.trainer_params)
     sets = dict(parse_set(item, space.trainer.check_key) for item in args.sets)
     space = space.with_fixed(sets)
-    trials = at_least(args.trials, "--trials")
-    concurrency = at_least(args.concurrency, "--concurrency", minimum=0)
+    trials = in_range(args.trials, "--trials", 1, MAX_TRIALS)
+    concurrency = in_range(args.concurrency, "--concurrency", 0, MAX_CONCURRENT)
     trial = resolve(args.gpus_per_trial, args.nproc_per_trial, args.cpus_per_trial, address=args.address or "")
     gpus = trial.gpus
-    at_least(args.max_failures, "--max-failures", minimum=0)
+    in_range(args.max_failures, "--max-failures", 0, MAX_FAILURES)
     # Another program is not told a preset; the space's is only recorded.
     preset = args.preset or (space.preset if gpus or space.trainer.command else CPU_PRESET)
     confirmation = _confirm_settings(args, space, preset)
@@ -305,15 +315,12 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         _check_local_gpus(gpus)
     _note_password_on_command_line(args)
     mlflow_uri = urls.absolute(credentials.mlflow_uri(args.mlflow_uri))
-    storage = (urls.absolute(credentials.storage_url(args.storage)) if args.storage
-               else urls.default_storage(mlflow_uri))
+    storage = urls.absolute(credentials.storage_url(args.storage or urls.default_storage(mlflow_uri)))
     preflight.check_mlflow_uri(mlflow_uri)
     preflight.check_storage(storage)
     results_dir = results.normalize(args.results_dir)
-    if args.name:
-        if not all(c.isalnum() or c in "-_." for c in args.name):
-            raise InputError("--name", f"use letters, digits, '-', '_' or '.', got {args.name!r}")
-        name = args.name
+    if args.name is not None:
+        name = results.check_name(args.name, "--name")
         check_new_name(name, results_dir, storage)
     else:
         name = results.free_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
@@ -341,4 +348,4 @@ def main(args: argparse.Namespace) -> int:
     from sweep.orchestration.driver import run_sweep
 
     return run_sweep(plan, command=credentials.redact(shlex.join(["sweep", *sys.argv[1:]])),
-                     name_given=bool(args.name))
+                     name_given=args.name is not None)

@@ -37,14 +37,23 @@ from sweep.inputs import preflight
 from sweep.inputs.input_files import check_output_folder, read_input_text
 from sweep.inputs.overrides import check_key, format_override, format_value, parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
-from sweep.inputs.resources import CLUSTER_GPUS_PER_TRIAL, CPU_PRESET, TrialResources, at_least, resolve
+from sweep.inputs.resources import (
+    CLUSTER_GPUS_PER_TRIAL,
+    CPU_PRESET,
+    MAX_CONCURRENT,
+    MAX_FAILURES,
+    MAX_SEEDS,
+    TrialResources,
+    in_range,
+    resolve,
+)
 from sweep.inputs.trainer_spec import TrainerSpec
 from sweep.orchestration import local_ray
 from sweep.report import sequential, stats
 from sweep.report.live_text import display_settings
 from sweep.report.sequential import Rounds, Sample
 from sweep.report.verify_claim import RESULT_STATES, Claim, SeedResult, judge, make_claim, markdown, verdict_text
-from sweep.stores import credentials, tracking, urls
+from sweep.stores import credentials, sweep_lock, tracking, urls
 from sweep.stores import results_dir as results
 from sweep.stores.urls import DEFAULT_MLFLOW_URI
 from sweep.trial.command import edit_script
@@ -100,8 +109,13 @@ class VerifyPlan:
         return self.source if self.best_trial is None else f"trial {self.best_trial} of sweep {self.source}"
 
     @property
+    def sweep_dir(self) -> Path:
+        """The verification's folder on this node's disk."""
+        return results.local_folder(self.results_dir, self.name)
+
+    @property
     def run_root(self) -> Path:
-        return results.local_folder(self.results_dir, self.name) / "trials"
+        return self.sweep_dir / "trials"
 
     @property
     def resources(self) -> TrialResources:
@@ -184,9 +198,9 @@ def _config_file_keys(path: Path) -> dict[str, Any]:
 
 def build_plan(args: argparse.Namespace) -> VerifyPlan:
     """Every check of `sweep verify`'s input; nothing is written and nothing runs."""
-    seeds = list(range(at_least(args.seeds, "--seeds", 2)))
-    at_least(args.concurrency, "--concurrency", 0)
-    at_least(args.max_failures, "--max-failures", 0)
+    seeds = list(range(in_range(args.seeds, "--seeds", 2, MAX_SEEDS)))
+    in_range(args.concurrency, "--concurrency", 0, MAX_CONCURRENT)
+    in_range(args.max_failures, "--max-failures", 0, MAX_FAILURES)
     min_effect, power = _futility(args)
     display_settings()
     sweep = None if args.config else load_plan(args.results_dir, args.name)
@@ -328,7 +342,8 @@ def run_verify(plan: VerifyPlan, command: str = "") -> int:
     settings = plan_settings(plan, experiment_id, parent, Objective("val_loss"), plan.config, plan.trainer)
     outcome = "FAILED"
     try:
-        rounds, results = _run_rounds(plan, settings, mlflow_client, experiment_id)
+        with credentials.handed_to_trials(plan.mlflow_uri, plan.sweep_dir):
+            rounds, results = _run_rounds(plan, settings, mlflow_client, experiment_id)
         report = markdown(f"Verification of {plan.what}: {len(results)} of at most {len(plan.seeds)} {plan.runs}",
                           plan.claim, results, rounds)
         print("\n" + report, flush=True)
@@ -362,5 +377,9 @@ def _log_report(mlflow_client, run_id: str, claim: Claim, results: list[SeedResu
 
 def main(args: argparse.Namespace) -> int:
     plan = build_plan(args)
-    local_ray.listen_on_loopback(plan.address)
-    return run_verify(plan, command=credentials.redact(shlex.join(["sweep", *sys.argv[1:]])))
+    command = credentials.redact(shlex.join(["sweep", *sys.argv[1:]]))
+    # The verification's folder is its own: a second verify that picked the same free name at the same
+    # moment stops here rather than share its Tune state (sweep.stores.sweep_lock).
+    with sweep_lock.take(results.local_folder(plan.results_dir, plan.name), plan.name, command, "verification"):
+        local_ray.listen_on_loopback(plan.address)
+        return run_verify(plan, command=command)

@@ -108,10 +108,11 @@ def plan_path(results_dir: str | Path, name: str) -> str:
     return results.join(results.normalize(str(results_dir)), name, PLAN_FILE)
 
 
-def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
-    """The plan of sweep `name`, every field of the type the plan gives it, its space a valid space, and its
-    sqlite stores there and theirs (sweep.inputs.store_files): a bad plan is an InputError naming the file."""
-    path = plan_path(results_dir, name)
+def load_plan(results_dir: str | Path, name: str, where: str = "NAME") -> SweepPlan:
+    """The plan of the sweep `name`, which the command was given `where`, checked as a folder name first; every
+    field of the type the plan gives it, its space a valid space, and its sqlite stores there and theirs
+    (sweep.inputs.store_files): a bad plan is an InputError naming the file."""
+    path = plan_path(results_dir, results.check_name(name, where))
     try:
         found = results.exists(path)
     except OSError:   # a file where a folder of the path should be
@@ -126,7 +127,7 @@ def load_plan(results_dir: str | Path, name: str) -> SweepPlan:
     if plan.name != name:
         raise InputError(f"{path}: name", f"the plan is of sweep {plan.name!r}, not {name!r}")
     replace(plan, space_file=f"{path}: space_text").space()
-    check_sweep_stores(plan.mlflow_uri, plan.storage, bool(plan.parent_run_id), path)
+    check_sweep_stores(plan.mlflow_uri, plan.storage, bool(plan.parent_run_id), name, path)
     return plan
 
 

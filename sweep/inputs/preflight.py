@@ -5,17 +5,19 @@ read-only (sweep.inputs.store_files).
 """
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from sweep.errors import InputError
 from sweep.inputs.store_files import MLFLOW, OPTUNA, check_store_file
-from sweep.stores.credentials import is_server, redact
+from sweep.stores import credentials
 from sweep.stores.urls import sqlite_path
 
 ANSWER_TIMEOUT_S = 5.0   # an MLflow server or a database that says nothing by then is taken as unreachable
@@ -27,7 +29,7 @@ CONNECT_TIMEOUT_ARG = {"psycopg2": "connect_timeout", "pg8000": "timeout", "pymy
 
 def check_mlflow_uri(uri: str) -> None:
     flag = "--mlflow-uri"
-    if is_server(uri):
+    if credentials.is_server(uri):
         _check_answers(uri, flag)
     elif uri.startswith("sqlite:"):
         path = _check_sqlite_folder(uri, flag)
@@ -49,28 +51,43 @@ def check_storage(url: str) -> None:
 
 
 def _check_answers(uri: str, flag: str) -> None:
-    """Something answers HTTP at `uri` (any status: an auth proxy may refuse the health page), and it
-    answers MLflow's API. MLflow's own client would retry an unreachable server for minutes."""
+    """Something answers HTTP at `uri` (any status: an auth proxy may refuse the health page to a request
+    without credentials), and it answers MLflow's API as the sweep's user. The probe goes to the server's
+    address with the sweep's credentials, if it has any, as basic auth (the URI's user name is not a host
+    name's part). MLflow's own client would retry an unreachable server for minutes."""
+    address = credentials.address(uri)
+    request = urllib.request.Request(address.rstrip("/") + "/health")
+    user = os.environ.get(credentials.MLFLOW_USERNAME_ENV)
+    password = os.environ.get(credentials.MLFLOW_SERVER_PASSWORD_ENV)
+    if user and password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=ANSWER_TIMEOUT_S):
+        with urllib.request.urlopen(request, timeout=ANSWER_TIMEOUT_S):
             pass
-    except urllib.error.HTTPError:
-        pass
+    except urllib.error.HTTPError as e:
+        if e.code == HTTPStatus.UNAUTHORIZED and user and password:
+            raise InputError(flag, f"the MLflow server at {address} refuses user {user!r} with the password "
+                                   f"given (HTTP {e.code} {e.reason})") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         if isinstance(reason, TimeoutError):
             reason = f"no answer within {ANSWER_TIMEOUT_S:g} s"
-        raise InputError(flag, f"no MLflow server answers at {redact(uri)} ({reason}); is it running and "
+        raise InputError(flag, f"no MLflow server answers at {address} ({reason}); is it running and "
                                f"reachable from here?") from None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     with _environment(MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(ANSWER_TIMEOUT_S)), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
         try:
-            MlflowClient(uri).search_experiments(max_results=1)
+            MlflowClient(address).search_experiments(max_results=1)
         except MlflowException as e:
-            raise InputError(flag, f"{redact(uri)} answers, but not as an MLflow tracking server: "
-                                   f"{redact(e.message).splitlines()[0]}") from None
+            first = credentials.redact(e.message).splitlines()[0]
+            if e.get_http_status_code() in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+                raise InputError(flag, f"the MLflow server at {address} refuses the sweep's credentials "
+                                       f"({first}); give the password in {credentials.MLFLOW_PASSWORD_ENV} "
+                                       f"(docs/cluster.md, \"Passwords\")") from None
+            raise InputError(flag, f"{credentials.redact(uri)} answers, but not as an MLflow tracking server: "
+                                   f"{first}") from None
 
 
 @contextmanager
@@ -109,8 +126,8 @@ def _open_optuna(url: str, flag: str) -> None:
     try:
         checked_storage(url)
     except Exception as e:
-        raise InputError(flag, f"cannot open {redact(url)} as an Optuna storage: "
-                               f"{redact(str(e)).splitlines()[0]}") from None
+        raise InputError(flag, f"cannot open {credentials.redact(url)} as an Optuna storage: "
+                               f"{credentials.redact(str(e)).splitlines()[0]}") from None
 
 
 def _check_database(url: str, flag: str) -> None:
@@ -118,7 +135,7 @@ def _check_database(url: str, flag: str) -> None:
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
-    shown = redact(url)
+    shown = credentials.redact(url)
     try:
         parsed = make_url(url)
         dialect = parsed.get_dialect()
@@ -138,7 +155,7 @@ def _check_database(url: str, flag: str) -> None:
         with engine.connect():
             pass
     except sqlalchemy.exc.SQLAlchemyError as e:
-        first = redact(str(getattr(e, "orig", e))).strip().splitlines()
+        first = credentials.redact(str(getattr(e, "orig", e))).strip().splitlines()
         raise InputError(flag, f"cannot connect to {shown}: {first[0] if first else type(e).__name__}") from None
     finally:
         engine.dispose()

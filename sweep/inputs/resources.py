@@ -14,9 +14,19 @@ CLUSTER_GPUS_PER_TRIAL = 8   # a whole 8-GPU node, the default when a cluster ad
 CPU_PRESET = "tiny"          # the trainer preset of trials without GPUs, unless one is named
 
 
-def at_least(value: int, flag: str, minimum: int = 1) -> int:
-    if value < minimum:
-        raise InputError(flag, f"must be at least {minimum}, got {value}")
+# The largest counts the commands take: far beyond any real sweep, and small enough that nothing sized by one
+# (the live view's time left, Optuna's history, the sequential design's tables) runs out of time or memory.
+MAX_TRIALS = 100_000
+MAX_CONCURRENT = 10_000         # trials (or seeds) at once
+MAX_CONFIRMED = 100             # configurations a confirmation re-runs
+MAX_SEEDS = 64                  # seeds of one configuration: the sequential design's tables grow with them
+MAX_FAILURES = 100              # retries of one crashed trial
+MAX_PER_TRIAL = 1024            # GPUs, processes or CPUs of one trial
+
+
+def in_range(value: int, flag: str, minimum: int, maximum: int) -> int:
+    if not minimum <= value <= maximum:
+        raise InputError(flag, f"must be at least {minimum} and at most {maximum}, got {value}")
     return value
 
 
@@ -39,9 +49,9 @@ def resolve(gpus: int | None, nproc: int | None, cpus: int | None, *, address: s
         gpus, nproc, cpus = like.gpus, nproc or like.nproc, cpus or like.cpus
     if gpus is None:
         gpus = CLUSTER_GPUS_PER_TRIAL if address else 0
-    at_least(gpus, "--gpus-per-trial", minimum=0)
-    nproc = at_least(nproc or gpus or 1, "--nproc-per-trial")
-    cpus = at_least(cpus or nproc, "--cpus-per-trial")
+    in_range(gpus, "--gpus-per-trial", 0, MAX_PER_TRIAL)
+    nproc = in_range(nproc or gpus or 1, "--nproc-per-trial", 1, MAX_PER_TRIAL)
+    cpus = in_range(cpus or nproc, "--cpus-per-trial", 1, MAX_PER_TRIAL)
     if gpus and nproc != gpus:
         raise InputError("--nproc-per-trial", f"{nproc} processes for {gpus} GPUs: a GPU trial runs one per GPU")
     return TrialResources(gpus, nproc, cpus)

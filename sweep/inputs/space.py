@@ -47,6 +47,7 @@ from sweep.errors import InputError
 from sweep.inputs.input_files import read_input_text
 from sweep.inputs.objective import OBJECTIVE_MODES, Objective, check_metric
 from sweep.inputs.overrides import format_overrides
+from sweep.inputs.resources import MAX_CONFIRMED, MAX_SEEDS, in_range
 from sweep.inputs.source_sites import check_address, check_template
 from sweep.inputs.trainer_spec import TrainerSpec, parse_trainer_block
 from trainer.config import ConfigError, flatten, load_config, preset_names, unknown_key_message
@@ -55,7 +56,7 @@ from trainer.export.schemes import get_scheme
 TOP_KEYS = ("name", "metric", "mode", "preset", "trainer", "params", "fixed", "points_to_evaluate", "target",
             "diverged_value", "confirm", "seed")
 CONFIRM_KEYS = ("top", "seeds", "min_effect", "fixed")   # the `confirm:` block (`sweep run --confirm ...`)
-CONFIRM_COUNTS = {"top": 1, "seeds": 2}                  # its integers and their smallest values
+CONFIRM_COUNTS = {"top": (1, MAX_CONFIRMED), "seeds": (2, MAX_SEEDS)}   # its integers and their ranges
 PARAM_KEYS = {"float": ("type", "low", "high", "log", "step", "expr"),
               "int": ("type", "low", "high", "log", "step", "expr"), "categorical": ("type", "choices", "expr")}
 SMALL_INT_RANGE = 64   # an int range with at most this many values is checked value by value
@@ -262,9 +263,7 @@ def _confirm_item(key: str, item: Any, where: str) -> Any:
             raise InputError(where, f"must be above 0 (an improvement, in the metric's units), got {number}")
         return number
     number = _number(item, where, integer=True)
-    if number < CONFIRM_COUNTS[key]:
-        raise InputError(where, f"must be at least {CONFIRM_COUNTS[key]}, got {number}")
-    return number
+    return in_range(number, where, *CONFIRM_COUNTS[key])
 
 
 def _confirm_block(value: Any, source: str) -> dict[str, Any]:

@@ -59,16 +59,17 @@ def check_store_file(path: Path, kind: str, where: str, writable: bool = False) 
         raise InputError(where, f"cannot write {path}: permission denied")
 
 
-def check_sweep_stores(mlflow_uri: str, storage: str, started: bool, where: str) -> None:
-    """The sqlite stores an existing sweep names: each a store of its kind, and there once the sweep has
-    `started` its records (its parent run exists; a driver stopped before that may have made neither)."""
-    for uri, kind in ((mlflow_uri, MLFLOW), (storage, OPTUNA)):
+def check_sweep_stores(mlflow_uri: str, storage: str, started: bool, name: str, where: str) -> None:
+    """The sqlite stores that sweep `name`'s plan (`where`) names: each a store of its kind, and there once the
+    sweep has `started` its records (its parent run exists; a driver stopped before that may have made
+    neither). A missing one is never created afresh."""
+    for uri, kind, what in ((mlflow_uri, MLFLOW, "MLflow store"), (storage, OPTUNA, "Optuna storage")):
         path = sqlite_path(uri)
         if path is None:
             continue
         if not path.exists():
             if started:
-                raise InputError(where, f"the sweep's {kind} store {path} does not exist (moved or deleted?); "
-                                        f"put it back where {where} says it is")
+                raise InputError(name, f"the sweep's {what} {path} does not exist (moved or deleted?); put it "
+                                       f"back where {where} says it is")
             continue
         check_store_file(path, kind, where)

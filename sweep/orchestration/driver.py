@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError
+from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORE_FAILED, InputError
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEARCH, SweepPlan, plan_path
 from sweep.inputs.resources import trials_that_fit
 from sweep.inputs.space import SearchSpace
@@ -27,14 +27,17 @@ from sweep.orchestration.launch_gate import LaunchGate, spent_hours, unit
 from sweep.orchestration.live import LiveView
 from sweep.orchestration.rejection import StopOnRejectedInput, shared_rejection
 from sweep.orchestration.search import StudySearcher
-from sweep.orchestration.tuner import new_tuner, quiet_environment, restore_tuner, start_ray
+from sweep.orchestration.store_stop import StopOnStoreFailure, failure_in, settle
+from sweep.orchestration.tune_state import restored
+from sweep.orchestration.tuner import new_tuner, quiet_environment, start_ray
 from sweep.report.confirm_report import ConfirmReport, build_report
 from sweep.report.confirm_report import markdown as confirm_markdown
 from sweep.report.confirm_report import metrics as confirm_metrics
 from sweep.report.trial_rows import best, best_line, leaderboard, read_rows
+from sweep.stores import credentials, sweep_lock, tracking, urls
 from sweep.stores import results_dir as results
-from sweep.stores import tracking, urls
-from sweep.stores.child_run import close_unfinished_children, record_ended
+from sweep.stores.child_run import SweepRecords, close_unfinished_children, record_ended
+from sweep.stores.store_failure import StoreFailure, attempt, require_file, store_error
 from sweep.stores.study import create_study, load_study
 from sweep.trial.command import TrialSettings, search_settings
 from sweep.trial.runner import FINAL_KEY, TRIAL_NUMBER_KEY
@@ -87,19 +90,24 @@ def describe(plan: SweepPlan, space: SearchSpace) -> str:
     ])
 
 
-def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput):
+def _new_tuner(plan: SweepPlan, space: SearchSpace, settings: TrialSettings, stop: StopOnRejectedInput, samples: int):
     gate = LaunchGate(plan.mlflow_uri, settings.experiment_id, plan.parent_run_id, space.mode, space.metric,
                       plan.stop_at, plan.budget_gpu_hours, plan.devices_per_trial, plan.gpus_per_trial)
     searcher = StudySearcher(space, study_name=plan.name, storage_url=plan.storage, sampler=plan.sampler,
-                             seed=plan.seed, gate=gate if gate.active else None)
+                             seed=plan.seed, gate=gate if gate.active else None, records=_records(plan, settings.experiment_id))
     scheduler = (ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
                                max_t=ASHA_MAX_REPORTS, grace_period=1, reduction_factor=ASHA_REDUCTION)
                  if plan.scheduler == "asha" else FIFOScheduler())
     slots = resolve_concurrency(plan)
     return new_tuner(settings, name=plan.name, results_dir=plan.results_dir, max_failures=plan.max_failures,
-                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                                  max_concurrent_trials=slots, reuse_actors=True),
-                     callbacks=[LiveView(space.metric, space.mode, plan.trials, plan.name, slots), stop], stop=stop)
+                     callbacks=[LiveView(space.metric, space.mode, samples, plan.name, slots), stop,
+                                StopOnStoreFailure()], stop=stop)
+
+
+def _records(plan: SweepPlan, experiment_id: str) -> SweepRecords:
+    return SweepRecords(plan.mlflow_uri, experiment_id, plan.parent_run_id)
 
 
 def result_state(result, pruned: set[int]) -> str:
@@ -145,19 +153,16 @@ def claim_name(plan: SweepPlan, space: SearchSpace, name_given: bool) -> None:
         plan.name = f"{base}-{k}"
 
 
-def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str,
-                 name_given: bool) -> str:
-    """Write what the sweep needs before its trials start: the study (the claim on the name), `sweep.json`,
-    the MLflow experiment and parent run, then `sweep.json` again with the run's id, and the MLflow UI's view of
-    its trials. A driver killed between two of these leaves what `sweep resume` needs to do the rest. Returns
-    the experiment id."""
+def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: bool, command: str) -> str:
+    """Write what the sweep needs before its trials start (after the study, the claim on the name, and the
+    driver's lock): `sweep.json`, the MLflow experiment and parent run, then `sweep.json` again with the run's
+    id, and the MLflow UI's view of its trials. A driver killed between two of these leaves what `sweep resume`
+    needs to do the rest. A resumed parent run keeps its status until trials run (`_run_trials`). Returns the
+    experiment id."""
     if not resume:
-        claim_name(plan, space, name_given)
         plan.save()
     experiment_id = tracking.ensure_experiment(mlflow_client, plan.mlflow_uri, plan.experiment)
-    if plan.parent_run_id:
-        mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
-    else:
+    if not plan.parent_run_id:
         plan.parent_run_id = tracking.open_parent(
             mlflow_client, experiment_id, plan.name, "sweep", plan.preset, plan.address, command,
             {tracking.TAG_SPACE: tracking.clip(plan.space_text), tracking.TAG_SPACE_FILE: plan.space_file,
@@ -190,30 +195,45 @@ def next_steps(plan: SweepPlan, experiment_id: str) -> list[str]:
 
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_given: bool = True) -> int:
     """Run (or resume) the sweep, printing the live view and the summary on stdout; returns the exit
-    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: interrupt.py), 2 if it
-    stopped because the trainer rejects input every trial gets (rejection.py)."""
+    code: 0 when every trial ended, 1 if the sweep was interrupted (SIGINT, SIGTERM: interrupt.py) or a store
+    stopped taking writes (store_stop.py), 2 if it stopped because the trainer rejects input every trial gets
+    (rejection.py)."""
     quiet_environment()
     space = plan.space()
     interrupts = Interrupts()
     interrupts.install()
     experiment_id = None
     started = False
+    held = None   # a resume comes holding the sweep's lock already (sweep.commands.resume)
     try:
         # Ray first: a cluster that cannot be reached is found before anything is written.
         started = start_ray(plan.address)
         with interrupts.deferred():  # a first open of a sqlite store migrates it: never stopped half-way
+            if not resume:
+                claim_name(plan, space, name_given)
+                held = sweep_lock.take(plan.sweep_dir, plan.name, command)
             mlflow_client = tracking.client(plan.mlflow_uri)
-            experiment_id = open_records(plan, space, mlflow_client, resume, command, name_given)
-        code = _run_trials(SweepRun(plan, space, mlflow_client, experiment_id), resume, interrupts, command)
+            experiment_id = open_records(plan, space, mlflow_client, resume, command)
+        with credentials.handed_to_trials(plan.mlflow_uri, plan.sweep_dir):
+            code = _run_trials(SweepRun(plan, space, mlflow_client, experiment_id), resume, interrupts, command)
     except KeyboardInterrupt:
         if experiment_id is None and not resume:
             print("sweep run: interrupted before the sweep started; nothing was written", file=sys.stderr)
             return EXIT_INTERRUPTED
         code = EXIT_INTERRUPTED
+    except Exception as e:
+        what = store_error(e, plan.mlflow_uri, plan.storage)
+        if what is None:
+            raise
+        print(f"sweep {plan.name}: stopped: {what}; fix it and run `{resume_command(plan)}`", file=sys.stderr,
+              flush=True)
+        return EXIT_STORE_FAILED
     finally:
         if started:
             with interrupts.deferred():
                 ray.shutdown()
+        if held is not None:
+            held.release()
     if code == EXIT_INTERRUPTED:
         print(f"interrupted: continue with `{resume_command(plan)}`", flush=True)
     return code
@@ -226,10 +246,14 @@ def _run_trials(run: SweepRun, resume: bool, interrupts: Interrupts, command: st
     runs = f"`{plan.trainer_cmd}` with the keys {keys_as}" if plan.trainer_cmd else f"preset {plan.preset}"
     print(f"sweep {plan.name}: {plan.trials} trials of {plan.space_file} ({space.metric}, {space.mode}), "
           f"{runs}, {plan.scheduler} scheduler, {plan.sampler} sampler", flush=True)
-    outcome = "KILLED"
+    outcome, running = "KILLED", not resume   # a new sweep's parent run is RUNNING since open_records
     try:
-        code = (_search(run, resume, interrupts) if plan.stage == SEARCH
-                else EXIT_OK)
+        tuner, samples = _search_tuner(run, resume) if plan.stage == SEARCH else (None, 0)
+        # Only now does the sweep run again: a resume that failed before leaves the parent's status as it was.
+        if resume:
+            mlflow_client.update_run(plan.parent_run_id, status="RUNNING")
+        running = True
+        code = EXIT_OK if tuner is None else _search(run, tuner, samples, interrupts, resume)
         rows = read_rows(mlflow_client, experiment_id, plan.parent_run_id, list(space.params))
         report = None
         if code == EXIT_OK and plan.confirm:
@@ -241,31 +265,70 @@ def _run_trials(run: SweepRun, resume: bool, interrupts: Interrupts, command: st
             outcome = "FAILED"
         print(f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id}")
         print("\n".join(next_steps(plan, experiment_id)), flush=True)
-        return code
-    finally:
-        # fit() has stopped every trial by now; one whose worker died could not close its own run.
-        with interrupts.deferred():
-            close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
-            mlflow_client.set_terminated(plan.parent_run_id, outcome)
+    except BaseException:
+        # A store that failed may refuse these writes too; a resume writes what they could not.
+        if running:
+            with interrupts.deferred():
+                if _mlflow_present(plan):
+                    attempt(close_unfinished_children, mlflow_client, experiment_id, plan.parent_run_id)
+                    attempt(mlflow_client.set_terminated, plan.parent_run_id, outcome)
+        raise
+    # fit() has stopped every trial by now; one whose worker died could not close its own run.
+    with interrupts.deferred():
+        require_file(plan.mlflow_uri, "MLflow")
+        close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
+        mlflow_client.set_terminated(plan.parent_run_id, outcome)
+    return code
 
 
-def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
-    """Run (or continue) the search; returns its exit code."""
-    plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
+def _mlflow_present(plan: SweepPlan) -> bool:
+    """Whether the MLflow store can be written without creating it: a sqlite file deleted mid-sweep stays
+    deleted (sweep.stores.store_failure.require_file)."""
+    return attempt(require_file, plan.mlflow_uri, "MLflow")
+
+
+def _search_tuner(run: SweepRun, resume: bool):
+    """The search's Tune experiment, continued or new, and how many trials it runs."""
+    plan, space, experiment_id = run.plan, run.space, run.experiment_id
     settings = search_settings(plan, space, experiment_id)
+    if resume:
+        # Trials that recorded their result in MLflow after the Optuna store stopped taking writes.
+        settle(load_study(plan.storage, plan.name), _records(plan, experiment_id), ended=set())
+    tuner = restored(settings, plan.tune_path) if resume else None
+    if tuner is not None:
+        return tuner, plan.trials
+    # Also a resume whose driver died before Tune saved anything, or whose Tune state was torn: the
+    # searcher then adopts the study's running and complete trials, enqueues only the points the study has
+    # not taken yet, and the trials that ended otherwise (failed, pruned) are not run again.
+    ended = len(load_study(plan.storage, plan.name).get_trials(
+        deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED)))
+    stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id,
+                               {**space.trainer.env, **space.fixed}, list(space.params))
+    samples = max(plan.trials - ended, 0)
+    return (_new_tuner(plan, space, settings, stop, samples) if samples else None), samples
+
+
+def _search(run: SweepRun, tuner, samples: int, interrupts: Interrupts, resume: bool) -> int:
+    """Run the search's `samples` trials; returns its exit code."""
+    plan, space, mlflow_client, experiment_id = run.plan, run.space, run.mlflow_client, run.experiment_id
     shared_input = {**space.trainer.env, **space.fixed}
-    if resume and tune.Tuner.can_restore(plan.tune_path):
-        tuner = restore_tuner(settings, plan.tune_path)
-    else:
-        # Also a resume whose driver died before Tune saved anything: the searcher then adopts the
-        # study's trials, and enqueues only the points the study has not taken yet.
-        stop = StopOnRejectedInput(plan.mlflow_uri, experiment_id, plan.parent_run_id, shared_input,
-                                   list(space.params))
-        tuner = _new_tuner(plan, space, settings, stop)
+    records = _records(plan, experiment_id)
+    # Trials that failed under an earlier driver: their errors are in a restored grid.
+    failed_before = {t.number for t in load_study(plan.storage, plan.name).get_trials(
+        deepcopy=False, states=(TrialState.FAIL,))} if resume else set()
+    StopOnStoreFailure.clear()
     with interrupts.tune():
         grid = tuner.fit()
-    pruned = {t.number for t in load_study(plan.storage, plan.name).get_trials(
-        deepcopy=False, states=(TrialState.PRUNED,))}
+    failure = StopOnStoreFailure.found or failure_in(grid, skip=failed_before)
+    if failure is not None:
+        _wind_down(grid, run)
+        raise StoreFailure(failure)
+    for url, store in ((plan.mlflow_uri, "MLflow"), (plan.storage, "Optuna")):
+        require_file(url, store)
+    study = load_study(plan.storage, plan.name)
+    if not interrupts.received:
+        settle(study, records, ended=set(_numbers(grid)))
+    pruned = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))}
     _reconcile(grid, run, pruned)
     close_unfinished_children(mlflow_client, experiment_id, plan.parent_run_id)
     rejected = shared_rejection(mlflow_client, experiment_id, plan.parent_run_id, shared_input,
@@ -276,9 +339,32 @@ def _search(run: SweepRun, resume: bool, interrupts: Interrupts) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     stopped = tracking.TAG_STOPPED_LAUNCHING in mlflow_client.get_run(plan.parent_run_id).data.tags
-    if (grid.num_terminated + grid.num_errors >= plan.trials or stopped) and not interrupts.received:
+    if (grid.num_terminated + grid.num_errors >= samples or stopped) and not interrupts.received:
         return EXIT_OK
     return EXIT_INTERRUPTED
+
+
+def _numbers(grid) -> list[int]:
+    return [int(r.config[TRIAL_NUMBER_KEY]) for r in grid if TRIAL_NUMBER_KEY in (r.config or {})]
+
+
+def _wind_down(grid, run: SweepRun) -> None:
+    """After a trial's store failure stopped the experiment: write what the stores still take, each write on
+    its own (the store that failed refuses its share), opening nothing that is gone. A failed trial is FAIL in
+    Optuna; the trials the stop ended run again on resume, as after an interrupt."""
+    plan = run.plan
+    failed = {int(r.config[TRIAL_NUMBER_KEY]) for r in grid if r.error is not None and TRIAL_NUMBER_KEY in r.config}
+    pruned: set[int] = set()
+
+    def settle_study() -> None:
+        require_file(plan.storage, "Optuna")
+        study = load_study(plan.storage, plan.name)
+        settle(study, _records(plan, run.experiment_id), failed)
+        pruned.update(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+
+    attempt(settle_study)
+    if _mlflow_present(plan):
+        attempt(_reconcile, grid, run, pruned)
 
 
 def _confirm(run: SweepRun, rows, interrupts: Interrupts, command: str) -> tuple[ConfirmReport | None, int]:

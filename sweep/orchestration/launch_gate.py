@@ -63,7 +63,7 @@ class LaunchGate:
 
     def _mlflow(self):
         if "_client" not in self.__dict__:
-            self.__dict__["_client"] = tracking.client(self.mlflow_uri)
+            self.__dict__["_client"] = tracking.existing_client(self.mlflow_uri)
         return self.__dict__["_client"]
 
     def _runs(self) -> list:

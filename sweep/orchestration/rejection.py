@@ -15,6 +15,7 @@ from typing import Any
 from ray import tune
 
 from sweep.stores import tracking
+from sweep.stores.store_failure import StoreFailure
 from sweep.trial.runner import TRIAL_NUMBER_KEY
 from trainer.protocol import EXIT_BAD_INPUT
 
@@ -62,9 +63,14 @@ class StopOnRejectedInput(tune.Callback, tune.Stopper):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         number = (trial.config or {}).get(TRIAL_NUMBER_KEY)
-        if number is not None and not self._found:
-            self._found = shared_rejection(tracking.client(self.mlflow_uri), self.experiment_id,
-                                           self.parent_run_id, self.fixed, self.swept, int(number)) is not None
+        if number is None or self._found:
+            return
+        try:
+            client = tracking.existing_client(self.mlflow_uri)
+        except StoreFailure:
+            return  # the store is gone: sweep.orchestration.store_stop ends the sweep
+        self._found = shared_rejection(client, self.experiment_id, self.parent_run_id, self.fixed, self.swept,
+                                       int(number)) is not None
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False

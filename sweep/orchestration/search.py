@@ -6,7 +6,9 @@
   trial is ever left behind, however few trials the sweep runs.
 - Intermediate values are reported by training step (`trial.report`); a trial that Tune ends before the
   trainer's final event (an ASHA stop) is told PRUNED, never COMPLETE with its partial value (Optuna then
-  records its last intermediate value); a failed trial, or one without a finite value, is told FAIL.
+  records its last intermediate value); a failed trial, or one without a finite value, is told FAIL. Its
+  child run has the last word: a trial that recorded its result there (sweep.stores.child_run.has_result)
+  before it failed, or before a stop reached it, is told COMPLETE with that result.
 - The searcher's saved state is the map from Tune trial ids to Optuna trial numbers. After a driver
   restart, Optuna trials the restored Tune state does not know (asked, or even finished, after Tune's
   last snapshot) are handed to the next new Tune trials instead of asking for new ones, so the study gets
@@ -29,6 +31,8 @@ from ray.tune.search import Searcher
 
 from sweep.inputs.space import SearchSpace
 from sweep.orchestration.launch_gate import LaunchGate
+from sweep.stores.child_run import SweepRecords
+from sweep.stores.store_failure import store_errors
 from sweep.stores.study import make_sampler, make_storage, next_trial
 from sweep.trial.runner import FINAL_KEY, OBJECTIVE_KEY, TRIAL_NUMBER_KEY
 
@@ -36,10 +40,13 @@ ADOPTABLE = (TrialState.RUNNING, TrialState.COMPLETE)
 
 
 class StudySearcher(Searcher):
+    _records: SweepRecords | None = None  # absent from the state of a searcher saved before it existed
+
     def __init__(self, space: SearchSpace, study_name: str, storage_url: str, sampler: str = "tpe",
-                 seed: int | None = None, gate: LaunchGate | None = None):
+                 seed: int | None = None, gate: LaunchGate | None = None, records: SweepRecords | None = None):
         super().__init__(metric=OBJECTIVE_KEY, mode=space.mode)
         self._gate = gate
+        self._records = records
         self._distributions = space.distributions()
         self._points = [dict(p) for p in space.points_to_evaluate]
         self._study_args = (study_name, storage_url, sampler, seed)
@@ -123,9 +130,17 @@ class StudySearcher(Searcher):
             state, value = TrialState.FAIL, None
         else:
             state = TrialState.COMPLETE
-        self.study.tell(self._numbers[trial_id], value, state=state, skip_if_finished=True)
         self._finished.add(trial_id)
         self._trials.pop(trial_id, None)
+        number = self._numbers[trial_id]
+        if state != TrialState.COMPLETE and self._records is not None:
+            try:
+                recorded = self._records.objective(number)
+            except store_errors():
+                return  # left RUNNING: the driver settles it once it can read the trial's run (store_stop.settle)
+            if recorded is not None:
+                state, value = TrialState.COMPLETE, recorded
+        self.study.tell(number, value, state=state, skip_if_finished=True)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w") as f:

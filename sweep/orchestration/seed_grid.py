@@ -34,21 +34,22 @@ def grid_space(table: dict[int, dict[str, Any]]) -> dict[str, Any]:
 def run_grid(settings: TrialSettings, table: dict[int, dict[str, Any]], *, name: str, results_dir: str,
              concurrency: int, max_failures: int, metric: str, mode: str, interrupts=None):
     """Run the trials of `table` as the Tune experiment `<results_dir>/<name>` (continuing it when it
-    exists), on a Ray already started; returns Tune's `ResultGrid`."""
+    exists and is not torn: sweep.orchestration.tune_state), on a Ray already started; returns Tune's
+    `ResultGrid`."""
     from contextlib import nullcontext
 
     from ray import tune
 
     from sweep.inputs.resources import trials_that_fit
     from sweep.orchestration.live import LiveView
-    from sweep.orchestration.tuner import new_tuner, restore_tuner
+    from sweep.orchestration.tune_state import restored
+    from sweep.orchestration.tuner import new_tuner
     from sweep.stores import results_dir as results
 
     path = results.join(results_dir, name)
     space = grid_space(table)
-    if tune.Tuner.can_restore(path):
-        tuner = restore_tuner(settings, path, param_space=space)
-    else:
+    tuner = restored(settings, path, param_space=space)
+    if tuner is None:
         fits = concurrency or trials_that_fit(len(table), TrialResources(settings.gpus, settings.nproc, settings.cpus))
         tuner = new_tuner(settings, name=name, results_dir=results_dir, max_failures=max_failures,
                           param_space=space,

@@ -25,6 +25,7 @@ from sweep.trial.runner import TRIAL_NUMBER_KEY, TrialSettings, run_trial
 
 # Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
 CHECKPOINT_PERIOD_S = "2"
+STORE_ERROR_LOGGER = "mlflow.store.db.utils"
 
 
 def quiet_environment() -> None:
@@ -33,31 +34,37 @@ def quiet_environment() -> None:
     # mlflow sets its loggers up when imported (above), so this has to come after the import.
     for name in (mlflow.__name__, "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs each database error with its traceback before raising it; the sweep reports a store that
+    # stopped taking writes in one line (sweep.stores.store_failure).
+    logging.getLogger(STORE_ERROR_LOGGER).setLevel(logging.CRITICAL)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
+    # A failed trial's error is its child run's `sweep.error`, and the live view counts it; Tune would print
+    # each one's traceback.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # Tune's newer console output prints its configuration box even at verbose=0; the classic one is silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def start_ray(address: str = "") -> bool:
     """Connect to the cluster at `address`, or start a local instance (on 127.0.0.1: sweep.orchestration.local_ray);
-    returns whether this call started Ray. The trials' workers get the MLflow password, if there is one,
-    in their environment (sweep.stores.credentials).
+    returns whether this call started Ray. Ray's processes start without the stores' passwords, and Ray is
+    given none: the trials take the MLflow password from the driver's file (sweep.stores.credentials).
 
     `ray.init` installs a SIGTERM handler of its own that exits with status 15; the caller's handler is put
     back afterwards, and a SIGTERM during `ray.init` is an interrupt like any other (docs/running.md, "Signals")."""
     if ray.is_initialized():
         return False
     common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    secrets = credentials.worker_env()
     handler = signal.getsignal(signal.SIGTERM)
     try:
-        if address:
-            ray.init(address=address, **({"runtime_env": {"env_vars": secrets}} if secrets else {}), **common)
-        else:
-            ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath(), **secrets}},
-                     dashboard_host="127.0.0.1", **common)
+        with credentials.withheld():
+            if address:
+                ray.init(address=address, **common)
+            else:
+                ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": package_pythonpath()}},
+                         dashboard_host="127.0.0.1", **common)
     except ConnectionError as e:
         raise InputError("--address", f"cannot connect to the Ray cluster at {address}: {e}") from None
     except SystemExit as e:

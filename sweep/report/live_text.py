@@ -7,7 +7,6 @@ Ray is imported.
 """
 from __future__ import annotations
 
-import heapq
 import math
 import os
 import sys
@@ -70,12 +69,36 @@ def sweep_left(durations: list[float], running: list[tuple[float, float | None]]
     if not known:
         return None
     mean = sum(known) / len(known)
-    free = [left if left is not None else max(0.0, mean - elapsed) for elapsed, left in running]
-    free += [0.0] * max(0, slots - len(free))
-    heapq.heapify(free)
-    for _ in range(pending):
-        heapq.heappush(free, heapq.heappop(free) + mean)
-    return max(free, default=0.0)
+    free = sorted([left if left is not None else max(0.0, mean - elapsed) for elapsed, left in running]
+                  + [0.0] * max(0, max(1, slots) - len(running)))
+    if not pending or mean <= 0:
+        return free[-1]
+    return max(free[-1], _last_start(free, pending, mean) + mean)
+
+
+def _starts_before(free: list[float], t: float, mean: float) -> int:
+    """How many trials start before time `t` when each slot, free from `free[i]` on, runs one of `mean`
+    seconds after another."""
+    return sum(math.ceil((t - f) / mean) for f in free if f < t)
+
+
+def _last_start(free: list[float], pending: int, mean: float) -> float:
+    """When the last of `pending` trials of `mean` seconds starts, each on the first slot to free up: the
+    `pending`-th smallest of {free[i] + k * mean}. Counted, not simulated, so a sweep of any size takes the
+    same time: in the stretch between two slots' free times the slots already free start trials in a
+    repeating order, one each per `mean` seconds."""
+    lo, hi = 0, len(free) - 1   # the last slot whose free time comes before the `pending`-th start
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _starts_before(free, free[mid], mean) < pending:
+            lo = mid
+        else:
+            hi = mid - 1
+    active = free[:lo + 1]
+    rank = pending - 1 - _starts_before(free, free[lo], mean)   # 0-based among the starts from free[lo] on
+    firsts = sorted(f + math.ceil((free[lo] - f) / mean) * mean for f in active)
+    rounds, index = divmod(rank, len(active))
+    return firsts[index] + rounds * mean
 
 
 def _number(value: Any, spec: str) -> str:

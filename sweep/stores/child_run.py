@@ -8,6 +8,7 @@ gets that rejection back instead of a retry.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from mlflow.entities import RunTag
 
 from sweep.runlog.events import RunState
 from sweep.stores import tracking
+from sweep.stores.store_failure import require_file
 from trainer.protocol import EXIT_BAD_INPUT, FINAL_FIELDS, FP8, OK, TRAIN, VAL
 
 OUTPUT_LOG = "output.log"   # the command's stdout and stderr, kept in the run directory
@@ -25,9 +27,40 @@ NO_EVALUATIONS = "none"     # TAG_EVAL_LABELS of a trial that printed no evaluat
 UNFINISHED = ("RUNNING", "SCHEDULED")
 
 
+def has_result(run) -> bool:
+    """Whether the run is a trial's recorded result: closed FINISHED by the trial, its objective logged
+    before (ChildRun.finish)."""
+    return run.info.status == "FINISHED" and tracking.OBJECTIVE_METRIC in run.data.metrics
+
+
+def recorded_objective(mlflow_client, experiment_id: str, parent_run_id: str, number: int) -> float | None:
+    """The objective trial `number` recorded in its child run, if it finished."""
+    for run in tracking.child_runs(mlflow_client, experiment_id, parent_run_id, number):
+        if has_result(run):
+            return run.data.metrics[tracking.OBJECTIVE_METRIC]
+    return None
+
+
+@dataclass(frozen=True)
+class SweepRecords:
+    """Where a sweep's trials keep their child runs, for the driver's side to read what a trial recorded."""
+
+    mlflow_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def objective(self, number: int) -> float | None:
+        """Trial `number`'s recorded objective (sweep.stores.store_failure.StoreFailure if the store is gone)."""
+        return recorded_objective(tracking.existing_client(self.mlflow_uri), self.experiment_id, self.parent_run_id,
+                                  number)
+
+
 def end_run(mlflow_client, run, status: str, mlflow_status: str, error: str | None = None) -> None:
     """Say how a trial ended (`sweep.status`, and `sweep.error` unless the run has one), closing the run
-    if it is still open."""
+    if it is still open. A run the trial itself closed FINISHED keeps what it says: the trial got to its
+    end before whatever stopped it (an orderly stop, the scheduler, its worker's death) reached the driver."""
+    if run.info.status == "FINISHED":
+        return
     tags = [RunTag(tracking.TAG_STATUS, status)]
     if error and tracking.TAG_ERROR not in run.data.tags:
         tags.append(RunTag(tracking.TAG_ERROR, tracking.clip(error)))
@@ -92,7 +125,8 @@ class ChildRun:
     stopped instead of starting a second run (docs/records.md, "MLflow layout")."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str, number: int):
-        self.client = tracking.client(uri)
+        self.uri = uri
+        self.client = tracking.existing_client(uri)
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.sweep = sweep
@@ -113,10 +147,9 @@ class ChildRun:
     def recorded_result(self) -> dict[str, Any] | None:
         """The final result of an earlier attempt that finished, if there is one."""
         for run in self._earlier:
-            metrics = run.data.metrics
-            if run.info.status == "FINISHED" and tracking.OBJECTIVE_METRIC in metrics:
+            if has_result(run):
                 self.run_id = run.info.run_id
-                result = {RESULT_FROM_RUN.get(k, k): v for k, v in metrics.items()}
+                result = {RESULT_FROM_RUN.get(k, k): v for k, v in run.data.metrics.items()}
                 result["status"] = run.data.tags.get(tracking.TAG_STATUS, OK)
                 return result
         return None
@@ -159,12 +192,12 @@ class ChildRun:
         self.batch.add(values, step, int(float(event.get("time", 0)) * 1000) or None)
 
     def flush(self) -> None:
+        # A sqlite file deleted under an open connection still takes writes, into nothing.
+        require_file(self.uri, "MLflow")
         self.batch.flush()
 
     def _close(self, status: str, mlflow_status: str, run_dir: Path, metrics: dict[str, float] | None = None,
                error: str | None = None, step: int = 0, extra_tags: dict[str, str] | None = None) -> None:
-        if metrics:
-            self.batch.add(metrics, step=step)
         self.flush()
         tags = {tracking.TAG_STATUS: status, **(extra_tags or {})}
         if error:
@@ -174,6 +207,10 @@ class ChildRun:
         for path, artifact_dir in self._extra_files:
             if path.is_file():
                 self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        # The result last, just before the run closes: a run whose other writes failed holds no objective.
+        if metrics:
+            self.batch.add(metrics, step=step)
+            self.flush()
         self.client.set_terminated(self.run_id, mlflow_status)
 
     def finish(self, status: str, metrics: dict[str, float], run_dir: Path, step: int,

@@ -15,6 +15,8 @@ from sweep.errors import InputError
 
 FLAG = "--results-dir"
 NODE_LOCAL_FOLDER = "gpt-sweep"
+# A name is a folder with suffixes added (`-confirm`, `-verify-2`); file systems take 255 bytes.
+MAX_NAME_LENGTH = 200
 
 
 def is_uri(location: str) -> bool:
@@ -28,6 +30,16 @@ def normalize(location: str) -> str:
             raise InputError(FLAG, f"{location!r} names no bucket or folder")
         return location.rstrip("/")
     return str(Path(location).resolve())
+
+
+def check_name(name: str, where: str) -> str:
+    """`name`, when it can name a sweep's folder: one path segment of letters, digits, '-', '_' and '.', which
+    starts with neither '.' (no `.`, `..` or hidden folder) nor '-' (no flag look-alike)."""
+    if not (name and len(name) <= MAX_NAME_LENGTH and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+            and name[0] not in ".-"):
+        raise InputError(where, f"a sweep name is one folder name of at most {MAX_NAME_LENGTH} letters, digits, "
+                                f"'-', '_' or '.', not starting with '.' or '-'; got {name!r}")
+    return name
 
 
 def join(location: str, *parts: str) -> str:
@@ -73,6 +85,10 @@ def read_bytes(location: str) -> bytes:
         return stream.read()
 
 
+def read_text(location: str) -> str:
+    return read_bytes(location).decode()
+
+
 def write_text(location: str, text: str) -> None:
     """Replace the file whole: a reader never sees half of it."""
     fs, path = _filesystem(location)
@@ -82,3 +98,20 @@ def write_text(location: str, text: str) -> None:
     with fs.open_output_stream(path + ".tmp") as stream:
         stream.write(text.encode())
     fs.move(path + ".tmp", path)
+
+
+def file_names(location: str) -> list[str]:
+    """The names of the files (not folders) directly in the folder `location`."""
+    import pyarrow.fs
+
+    fs, path = _filesystem(location)
+    return sorted(info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))
+                  if info.type == pyarrow.fs.FileType.File)
+
+
+def move(location: str, target: str) -> None:
+    """Move a file within one results dir (`target`'s folder is created)."""
+    fs, path = _filesystem(location)
+    _, to = _filesystem(target)
+    fs.create_dir(to.rsplit("/", 1)[0], recursive=True)
+    fs.move(path, to)

@@ -12,9 +12,10 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from sweep.stores import credentials, lock, urls
+from sweep.stores.store_failure import require_file
 from trainer.protocol import ARTIFACT_FILES, CONFIG_FILE, EVENTS_FILE, LOG_FILE, STEP_FIELDS
 from trainer.provenance import git_sha
 
@@ -93,7 +94,15 @@ def client(uri: str):
 
     uri = credentials.mlflow_uri(uri)
     with lock.first_open(uri):
-        return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a fresh database
+        # opens the store: creates or migrates a fresh database
+        return MlflowClient(tracking_uri=credentials.address(uri))
+
+
+def existing_client(uri: str):
+    """A client of a store the sweep's driver created: a sqlite store whose file is gone is a
+    sweep.stores.store_failure.StoreFailure, never a fresh database (the trials and the driver's callbacks)."""
+    require_file(uri, "MLflow")
+    return client(uri)
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
@@ -276,7 +285,5 @@ def ui_lines(uri: str, experiment_id: str, view: str) -> list[str]:
     """How to open MLflow's UI on saved view `view`: the server's page, or `mlflow ui` on a local store
     and the page it serves."""
     if credentials.is_server(uri):
-        parts = urlsplit(uri)
-        server = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()   # without a user name
-        return [f"MLflow UI: {ui_url(server, experiment_id, view)}"]
+        return [f"MLflow UI: {ui_url(credentials.address(uri), experiment_id, view)}"]
     return [f"MLflow UI: {ui_command(uri)}", f"  then open {ui_url(UI_LOCAL, experiment_id, view)}"]

@@ -3,7 +3,7 @@ mode, its edited copy of the script. No Ray here, so that `sweep run --dry-run` 
 trials of a real run get.
 
 The built-in trainer is `torchrun --standalone --nproc_per_node=N -m trainer --preset P --run-dir DIR
-key=value...`; another program (sweep.trainer_spec) gets its run directory in `$SWEEP_RUN_DIR` and the keys
+key=value...`, and every one-node torchrun runs with its stores on 127.0.0.1 (sweep.trial.loopback_torchrun); another program (sweep.trainer_spec) gets its run directory in `$SWEEP_RUN_DIR` and the keys
 as `key=value` arguments (args mode), as environment variables with the trial's `RUN_ID` and `SEED`
 (env mode), or written into a copy of its script (source mode, docs/source_mode.md).
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,9 @@ from sweep.inputs.objective import Objective
 from sweep.inputs.overrides import format_override, format_overrides
 from sweep.inputs.source_sites import Edit, ScriptSites, edit, sha256
 from sweep.inputs.trainer_spec import SEED_ENV, TrainerSpec, script_of, with_script
-from sweep.stores.credentials import SECRET_ENV
+from sweep.stores.credentials import SECRET_ENV, password_file
+from sweep.trial.loopback_torchrun import command as torchrun
+from sweep.trial.loopback_torchrun import loopback
 from sweep.trial.process import package_pythonpath
 
 RUN_DIR_ENV = "SWEEP_RUN_DIR"
@@ -60,6 +61,7 @@ class TrialSettings:
     cpus: int = 1
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
     seed: int = 0                 # env mode: trial N gets SEED = seed + N
+    mlflow_password_file: str = ""  # where the driver hands over the MLflow password (sweep.stores.credentials)
     poll_s: float = 0.2
     flush_s: float = 10.0
 
@@ -67,12 +69,14 @@ class TrialSettings:
 def plan_settings(plan, experiment_id: str, parent_run_id: str, objective: Objective, fixed: dict[str, Any],
                   trainer: TrainerSpec, seed: int = 0) -> TrialSettings:
     """The settings of the trials a plan runs (a sweep's SweepPlan, or verify's VerifyPlan): its name,
-    preset, folders, stores and resources, under the MLflow run `parent_run_id`."""
+    preset, folders, stores and resources, under the MLflow run `parent_run_id`; the MLflow password, if the
+    driver has one, in a file of the plan's folder (written while the driver runs trials)."""
     return TrialSettings(
         sweep=plan.name, preset=plan.preset, objective=objective, run_root=str(plan.run_root.resolve()),
         cwd=plan.cwd, mlflow_uri=plan.mlflow_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
         fixed=dict(fixed), nproc=plan.nproc_per_trial, gpus=plan.gpus_per_trial, cpus=plan.cpus_per_trial,
-        trainer=trainer, seed=seed)
+        trainer=trainer, seed=seed,
+        mlflow_password_file=password_file(plan.mlflow_uri, plan.sweep_dir))
 
 
 def search_settings(plan, space, experiment_id: str) -> TrialSettings:
@@ -89,18 +93,17 @@ def copy_path(settings: TrialSettings, run_dir: Path) -> Path:
 
 def build_command(settings: TrialSettings, values: dict[str, Any], run_dir: Path) -> list[str]:
     if settings.trainer.source_mode:
-        return with_script(settings.trainer.command, settings.cwd, copy_path(settings, run_dir), "trainer.command")
+        return loopback(with_script(settings.trainer.command, settings.cwd, copy_path(settings, run_dir),
+                                    "trainer.command"))
     if settings.trainer.command:
         overrides = [] if settings.trainer.env_mode else format_overrides(settings.fixed, values)
-        return [*shlex.split(settings.trainer.command), *overrides]
+        return loopback([*shlex.split(settings.trainer.command), *overrides])
     overrides = format_overrides(settings.fixed, values)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     if "compile.cache_dir" not in settings.fixed:
         # One folder per node for all trials, so later trials reuse what earlier ones compiled.
         overrides.append(format_override("compile.cache_dir", str(Path(tempfile.gettempdir()) / COMPILE_CACHE)))
-    return [*launcher, "--standalone", f"--nproc_per_node={settings.nproc}", "-m", "trainer",
-            "--preset", settings.preset, "--run-dir", str(run_dir), *overrides]
+    return torchrun(["--standalone", f"--nproc_per_node={settings.nproc}", "-m", "trainer",
+                     "--preset", settings.preset, "--run-dir", str(run_dir), *overrides])
 
 
 def trial_variables(settings: TrialSettings, values: dict[str, Any], trial_name: str, number: int) -> dict[str, str]:

@@ -24,8 +24,9 @@ from sweep.errors import InputError
 from sweep.inputs.objective import Objective
 from sweep.runlog.events import EventTail, LineTail, RunState
 from sweep.runlog.logparse import LiveLog
-from sweep.stores import tracking
+from sweep.stores import credentials, tracking
 from sweep.stores.child_run import OUTPUT_LOG, RESULT_FROM_RUN, ChildRun, final_metrics, result_tags
+from sweep.stores.store_failure import attempt, guarded
 from sweep.stores.tracking import trial_label
 from sweep.trial.command import (
     RUN_ID_ENV,
@@ -129,12 +130,32 @@ class _Source:
         return self.live_log.finish() if self.mode == "lines" else []
 
 
+def _open_child_run(settings: TrialSettings, number: int) -> ChildRun:
+    """The trial's child run, reached with the MLflow password the driver handed over, or where its file is not
+    on this node, with the node's own credentials: a failure to connect then says so."""
+    instead = credentials.from_driver(settings.mlflow_password_file)
+    try:
+        return ChildRun(settings.mlflow_uri, settings.experiment_id, settings.parent_run_id, settings.sweep, number)
+    except Exception as e:  # whatever the store's client raises when it cannot connect or is refused
+        if instead is None:
+            raise
+        raise TrialFailed(f"cannot open the MLflow store {settings.mlflow_uri}: {credentials.redact(str(e))}\n"
+                          f"{instead}") from None
+
+
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """The Tune function trainable (bound to `settings` with `tune.with_parameters`)."""
+    """The Tune function trainable (bound to `settings` with `tune.with_parameters`). A write that the MLflow
+    store or the disk refuses fails the trial with a sweep.stores.store_failure.StoreFailure, which stops the
+    sweep (sweep.orchestration.store_stop)."""
+    with guarded(settings.mlflow_uri):
+        _run_trial(config, settings)
+
+
+def _run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     ctx = tune.get_context()
     number = int(config[TRIAL_NUMBER_KEY])
     values = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
-    child = ChildRun(settings.mlflow_uri, settings.experiment_id, settings.parent_run_id, settings.sweep, number)
+    child = _open_child_run(settings, number)
     recorded = child.recorded_result()
     if recorded is not None:
         tune.report({**recorded, FINAL_KEY: True, TRIAL_NUMBER_KEY: number})
@@ -207,7 +228,9 @@ def _monitor(settings: TrialSettings, values: dict[str, Any], number: int, run_d
         child.finish(run.status, metrics, run_dir, step=int(run.final.get("step") or 0),
                      tags=result_tags(judged.source, run))
         tune.report(final_result(metrics, run.status, number))
-    finally:
+    except BaseException:
         proc.kill()
         if not closed:
-            child.stop(run_dir)
+            attempt(child.stop, run_dir)  # a store that refuses this too: the error in flight says so
+        raise
+    proc.kill()

@@ -73,7 +73,13 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 def sweep_run_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
     """`sweep run ARGS` in a fresh interpreter started in `folder`; its last line of stdout says whether
     it imported Ray."""
-    probe = (f"import sys; from sweep.cli import main; rc = main(['run', *{list(args)!r}]); "
+    return sweep_in(folder, "run", *args)
+
+
+def sweep_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """`sweep ARGS` in a fresh interpreter started in `folder`; its last line of stdout says whether it
+    imported Ray."""
+    probe = (f"import sys; from sweep.cli import main; rc = main({list(args)!r}); "
              "print('ray imported' if 'ray' in sys.modules else 'ray never imported'); sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", probe], cwd=folder, env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120)

@@ -1,8 +1,9 @@
-"""Fixtures of the sweep tests: one local Ray instance and one pair of sqlite stores per test module, and
-a fresh working folder per test."""
+"""Fixtures of the sweep tests: one local Ray instance and one pair of sqlite stores per test module, an MLflow
+server behind basic auth per test module that asks for one, and a fresh working folder per test."""
 from __future__ import annotations
 
 import pytest
+from auth_mlflow import mlflow_behind_auth
 
 from sweep.stores import tracking
 
@@ -24,6 +25,13 @@ def stores(tmp_path_factory):
     uris = {"mlflow": f"sqlite:///{folder}/mlflow.db", "optuna": f"sqlite:///{folder}/optuna.db"}
     tracking.client(uris["mlflow"]).search_experiments()  # creates the schema once for the module
     return uris
+
+
+@pytest.fixture(scope="module")
+def authed_mlflow(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 behind a basic-auth proxy (auth_mlflow.USER / auth_mlflow.PASSWORD)."""
+    with mlflow_behind_auth(tmp_path_factory.mktemp("authed-mlflow")) as server:
+        yield server
 
 
 @pytest.fixture

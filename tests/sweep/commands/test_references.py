@@ -143,7 +143,7 @@ def test_bad_import_input_exits_2_before_anything_is_written(tmp_path, capsys, m
          f"--mlflow-uri: sweep planned keeps its runs in {plan.mlflow_uri}, not sqlite:///{tmp_path / 'other.db'}"),
         (["--sweep", "planned", *results, "--experiment", "elsewhere"],
          "--experiment: sweep planned's runs are in experiment 'fp8_scales', not 'elsewhere'"),
-        (["--sweep", "", *results], "--sweep: the sweep name is empty"),
+        (["--sweep", "", *results], "--sweep: a sweep name is one folder name"),
         ([*results], "--results-dir: names where a sweep lives; it needs --sweep NAME"),
         ([str(tmp_path / "missing.txt"), "--sweep", "planned", *results], f"{tmp_path / 'missing.txt'}: no such file"),
     ]

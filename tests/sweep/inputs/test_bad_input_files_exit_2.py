@@ -199,7 +199,9 @@ def test_a_sweeps_store_that_is_not_its_store_is_named_before_it_is_opened(capsy
 def test_a_sweeps_vanished_store_is_named_not_made_again(capsys, workdir, templates):
     plan = prepared_sweep(workdir, templates)
     (workdir / "mlflow.db").unlink()
-    refused(capsys, workdir, ["compare", "made"], f"{plan}: the sweep's MLflow store {workdir / 'mlflow.db'} does not exist")
+    refused(capsys, workdir, ["compare", "made"],
+            f"made: the sweep's MLflow store {workdir / 'mlflow.db'} does not exist (moved or deleted?); put it back "
+            f"where {plan} says it is")
 
 
 @pytest.mark.parametrize("what, argv", [

@@ -18,6 +18,8 @@ from sweeping import sweep_run_in
 
 from sweep.errors import InputError
 from sweep.inputs.source_sites import ScriptSites, check_template, edit, python_literal
+from sweep.stores import tracking
+from sweep.stores.study import create_study
 
 STANDIN_DIR = SUPPORT / "source_standin"
 STANDIN = STANDIN_DIR / "train_standin.py"
@@ -295,6 +297,9 @@ def test_resume_refuses_a_script_changed_since_the_sweep_checked_it(tmp_path, mo
                                            f"sqlite:///{tmp_path}/mlflow.db", "--storage", f"sqlite:///{tmp_path}/o.db"]))
     assert plan.source_sha256 == hashlib.sha256(STANDIN.read_bytes()).hexdigest()
     plan.save()
+    # The sweep's stores, which a resume checks first: a driver stopped before the parent run was opened.
+    create_study(plan.storage, plan.name, "min", "val_loss")
+    tracking.client(plan.mlflow_uri).search_experiments()
     script = tmp_path / "standin" / STANDIN.name
     script.write_text(script.read_text().replace("LR_FLOOR = 0.1", "LR_FLOOR = 0.2"))
     probe = "import sys; from sweep.cli import main; rc = main(['resume', 'pinned']); print('ray' in sys.modules); sys.exit(rc)"

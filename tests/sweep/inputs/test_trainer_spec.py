@@ -18,6 +18,7 @@ from sweep.inputs.script_keys import check_script_keys
 from sweep.inputs.space import load_space
 from sweep.inputs.trainer_spec import TrainerSpec, script_of
 from sweep.trial.command import RUN_DIR_ENV, TrialSettings, build_command, trial_env, trial_params, trial_variables
+from sweep.trial.loopback_torchrun import loopback
 
 STANDIN = SUPPORT / "golf_standin.py"
 
@@ -67,7 +68,8 @@ def test_env_mode_passes_every_key_in_the_environment_and_no_arguments(tmp_path)
     spec = TrainerSpec("torchrun --standalone train_gpt.py", "env", {"DATA_PATH": "./d/", "NCCL_IB_DISABLE": "1"})
     s = settings(spec, fixed={"ITERATIONS": 200, "TIE_EMBEDDINGS": False}, seed=10)
     values = {"MATRIX_LR": 0.06}
-    assert build_command(s, values, tmp_path) == ["torchrun", "--standalone", "train_gpt.py"]
+    # The command as written (through the loopback launcher when it is this environment's torchrun), no arguments.
+    assert build_command(s, values, tmp_path) == loopback(["torchrun", "--standalone", "train_gpt.py"])
     variables = trial_variables(s, values, "sweep_trial_0003", 3)
     assert variables == {"RUN_ID": "sweep_trial_0003", "SEED": "13", "DATA_PATH": "./d/", "NCCL_IB_DISABLE": "1",
                          "ITERATIONS": "200", "TIE_EMBEDDINGS": "0", "MATRIX_LR": "0.06"}

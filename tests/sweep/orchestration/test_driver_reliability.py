@@ -5,7 +5,6 @@ process with its own local Ray instance, real sqlite stores in its folder, and r
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -19,11 +18,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from drivers import children_of, completed_trials, finish, slow_space, start_driver
 from paths import REPO
+from sockets import LOOPBACK, listening_sockets
 from sweeping import FAKE, PLAIN_FAKE, processes_with, wait_for, write_space
 
 from sweep.errors import InputError
-from sweep.inputs.plan import SweepPlan, load_plan
+from sweep.inputs.plan import SweepPlan
 from sweep.inputs.space import load_space
 from sweep.orchestration.driver import claim_name
 from sweep.orchestration.rejection import fixed_input_named
@@ -34,45 +35,6 @@ from sweep.trial.supervisor import descendants
 pytestmark = pytest.mark.slow  # starts Ray or torchrun processes
 
 TORCHRUN_FAKE_2 = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2 {FAKE}"
-LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
-
-
-def start_driver(folder: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=folder, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-
-
-def finish(driver: subprocess.Popen, timeout_s: float = 300) -> str:
-    try:
-        return driver.communicate(timeout=timeout_s)[0]
-    except subprocess.TimeoutExpired:
-        driver.kill()
-        return driver.communicate()[0]
-
-
-def completed_trials(storage: str, name: str) -> int:
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return 0
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
-def children_of(folder: Path, name: str) -> dict[int, object]:
-    client = tracking.client(f"sqlite:///{folder}/mlflow.db")
-    plan = load_plan(folder / "runs", name)
-    experiment = client.get_experiment_by_name(plan.experiment)
-    runs = tracking.child_runs(client, experiment.experiment_id, plan.parent_run_id)
-    numbers = [int(r.data.tags[tracking.TAG_TRIAL_NUMBER]) for r in runs]
-    assert len(numbers) == len(set(numbers)), f"more than one child run for a trial: {sorted(numbers)}"
-    return {int(r.data.tags[tracking.TAG_TRIAL_NUMBER]): r for r in runs}
-
-
-def slow_space(folder: Path, name: str, marker: str, iterations: int):
-    return write_space(folder, name=name, metric="val_loss",
-                       params={"fake.quality": {"type": "float", "low": 0.0, "high": 1.0}},
-                       fixed={"fake.tag": marker, "fake.step_s": 0.05, "train.iterations": iterations})
 
 
 def test_sigkill_of_the_driver_leaves_no_trainer_process(tmp_path):
@@ -145,38 +107,6 @@ def test_two_sweeps_started_together_in_an_empty_folder_both_finish(tmp_path):
     assert "experiments" in tables and not [t for t in tables if t.startswith("_alembic_tmp")]
 
 
-def _listening_sockets(pids: list[int]) -> dict[int, list[tuple[str, int]]]:
-    """(address, port) of each TCP socket in LISTEN state that a process of `pids` holds."""
-    listening = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":
-                listening[fields[9]] = fields[1]
-    found = {}
-    for pid in pids:
-        try:
-            inodes = [os.readlink(fd)[len("socket:["):-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
-                      if os.readlink(fd).startswith("socket:[")]
-        except OSError:
-            continue
-        socks = [_address(listening[i]) for i in inodes if i in listening]
-        if socks:
-            found[pid] = socks
-    return found
-
-
-def _address(hex_address: str) -> tuple[str, int]:
-    ip, port = hex_address.split(":")
-    raw = bytes.fromhex(ip)
-    # /proc/net/tcp* print each 32-bit word of the address in host (little-endian) order.
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(raw)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return f"::ffff:{address.ipv4_mapped}", int(port, 16)
-    return str(address), int(port, 16)
-
-
 def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
     # The driver's own start: the loopback switch before Ray is imported, then start_ray, then a task, so
     # that a worker process is up as well.
@@ -189,7 +119,7 @@ def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
     try:
         root = int(driver.stdout.readline())
         time.sleep(2)  # the agents Ray starts beside the raylet open their ports a moment later
-        sockets = _listening_sockets([root, *descendants(root)])
+        sockets = listening_sockets([root, *descendants(root)])
         commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() for pid in sockets}
     finally:
         driver.communicate("\n", timeout=120)

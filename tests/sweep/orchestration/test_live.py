@@ -1,7 +1,9 @@
 """The live view's words and arithmetic (tests/test_sweep.py runs it: the progress board, a sweep's output)."""
 from __future__ import annotations
 
+import heapq
 import io
+import random
 import re
 
 import pytest
@@ -46,6 +48,29 @@ def test_sweep_time_left():
     assert sweep_left([], [(20.0, 30.0)], pending=2, slots=2) == pytest.approx(80)
     # A free slot starts a pending trial at once.
     assert sweep_left([10.0], [], pending=1, slots=4) == pytest.approx(10)
+
+
+def _simulated_left(free: list[float], pending: int, mean: float) -> float:
+    """The sweep's end by playing it out: each pending trial on the first slot to free up."""
+    heapq.heapify(free)
+    for _ in range(pending):
+        heapq.heappush(free, heapq.heappop(free) + mean)
+    return max(free)
+
+
+def test_sweep_time_left_is_counted_not_simulated():
+    rng = random.Random(7)
+    for _ in range(2000):
+        running = [(float(rng.randint(0, 100)), rng.choice([None, float(rng.randint(0, 300)), rng.uniform(0, 300)]))
+                   for _ in range(rng.randint(0, 6))]
+        durations = [float(rng.randint(1, 100)) for _ in range(rng.randint(1, 3))]
+        pending, slots = rng.randint(0, 40), rng.randint(1, 6)
+        mean = sum(durations) / len(durations)
+        free = [left if left is not None else max(0.0, mean - ran) for ran, left in running]
+        free += [0.0] * max(0, slots - len(free))
+        assert sweep_left(durations, running, pending, slots) == pytest.approx(_simulated_left(free, pending, mean))
+    # A pending count no loop would get through (what `--trials 99999999999999999999` once hung on).
+    assert sweep_left([10.0], [(5.0, 5.0)], pending=10**20, slots=4) == pytest.approx(5.0 + 10**20 / 4 * 10.0)
 
 
 def test_display_settings(monkeypatch):
