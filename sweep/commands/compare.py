@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import EXIT_OK, InputError
+from sweep.inputs.input_files import check_output_folder
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, SweepPlan, load_plan
 from sweep.orchestration.launch_gate import unit
 from sweep.report.figures import few_log_ticks, label_points, pairs_in_a_row, visible_lines
@@ -317,6 +318,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--top", f"must be at least 1, got {args.top}")
     plan = load_plan(args.results_dir, args.name)
     out = (Path(args.out) if args.out else plan.sweep_dir / "compare").resolve()
+    check_output_folder(out, "--out" if args.out else "--results-dir")
     rows = sweep_rows(plan)
     refs = references(plan)
     from sweep.stores.study import load_study

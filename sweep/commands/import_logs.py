@@ -6,8 +6,9 @@ MLflow experiment. `--sweep NAME` imports into that sweep's store and experiment
 the sweep's name, which is how `sweep compare NAME` finds its reference curves; `--experiment NAME`
 imports into any experiment. A log is identified by the sha256 of its content: importing a file twice,
 or the same content under two names, creates one run (per sweep, with `--sweep`). Existing runs are never
-modified. A file that is not a training log is reported and skipped; a log that stops before its final
-step or summary is imported and tagged incomplete.
+modified. Every file is read and parsed before MLflow is opened: a file named on the command line that is
+not a training log is bad input (exit code 2, nothing imported), one found in a folder is reported and
+skipped; a log that stops before its final step or summary is imported and tagged incomplete.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Iterable
 
 from sweep.errors import EXIT_OK, InputError
+from sweep.inputs.input_files import read_input_bytes
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
+from sweep.inputs.store_files import MLFLOW, check_store_file
 from sweep.runlog.logparse import NotATrainingLog, ParsedLog, parse_log
 from sweep.stores import credentials, tracking, urls
 
@@ -84,17 +87,18 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def log_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """The files named by `paths`, a folder standing for its *.txt and *.log files (recursively)."""
-    files: list[Path] = []
+def log_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
+    """The files named by `paths`, a folder standing for its *.txt and *.log files (recursively), each with
+    whether it was named itself (rather than found in a folder)."""
+    files: list[tuple[Path, bool]] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in LOG_SUFFIXES)
             if not found:
                 raise InputError(str(p), f"folder has no {' or '.join(LOG_SUFFIXES)} files")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
+            files.extend((f, False) for f in found)
+        elif p.exists():
+            files.append((p, True))
         else:
             raise InputError(str(p), "no such file or folder")
     if not files:
@@ -108,18 +112,40 @@ def _check_tracking_uri(uri: str) -> None:
         folder = db.parent
         if not folder.is_dir():
             raise InputError("--mlflow-uri", f"folder {folder} of the sqlite database does not exist")
+        if db.exists():
+            check_store_file(db, MLFLOW, "--mlflow-uri", writable=True)
     elif not re.match(r"^(https?|postgresql(\+\w+)?|mysql(\+\w+)?|databricks)://", uri):
         raise InputError("--mlflow-uri", f"not a tracking URI MLflow can write to: {uri!r}")
 
 
-def _read(path: Path) -> tuple[str, str] | Skipped:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return Skipped(str(path), f"unreadable: {e.strerror or e}")
+def _parse(path: Path) -> tuple[str, ParsedLog]:
+    """The sha256 of the file's content and the log it holds."""
+    data = read_input_bytes(path)
     if b"\0" in data:
-        return Skipped(str(path), "binary file, not a training log")
-    return hashlib.sha256(data).hexdigest(), data.decode("utf-8", errors="replace")
+        raise InputError(str(path), "a binary file, not a training log")
+    try:
+        return hashlib.sha256(data).hexdigest(), parse_log(data.decode("utf-8", errors="replace"))
+    except NotATrainingLog as e:
+        raise InputError(str(path), f"not a training log: {e}") from None
+
+
+def read_logs(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, str, ParsedLog]], list[Skipped]]:
+    """Every file read and parsed, before anything is written: (path, sha256, log) of each log, and the files
+    skipped. A file named itself must be a training log; one found in a folder that is not is skipped (record
+    folders hold other text files), and a folder must hold at least one."""
+    paths = list(paths)
+    logs, skipped = [], []
+    for path, named in log_files(paths):
+        try:
+            logs.append((path, *_parse(path)))
+        except InputError as e:
+            if named:
+                raise
+            skipped.append(Skipped(str(path), e.message))
+    if not logs:
+        raise InputError(", ".join(map(str, paths)), "no training log to import: "
+                                                     + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
+    return logs, skipped
 
 
 def _existing_run(client, experiment_id: str, sha: str, sweep: str | None) -> str | None:
@@ -170,34 +196,25 @@ def import_logs(paths: Iterable[str | os.PathLike], experiment: str = DEFAULT_EX
     """Import each log file (a folder: its *.txt and *.log files) as one MLflow run in `experiment`,
     tagged with `sweep` when given.
 
-    Bad input (a missing path, an empty experiment name, an unusable tracking URI) raises InputError
-    before MLflow is touched. Files that are not training logs are skipped and listed in the report;
-    logs whose content is already in the experiment (imported for `sweep`, when given) are listed as
-    duplicates and not written again.
+    Bad input (a missing path, an empty experiment name, an unusable tracking URI, a file named in `paths`
+    that is not a training log, a folder holding none) raises InputError before MLflow is touched. Files
+    found in a folder that are not training logs are skipped and listed in the report; logs whose content
+    is already in the experiment (imported for `sweep`, when given) are listed as duplicates and not written
+    again.
     """
     if not experiment or not experiment.strip():
         raise InputError("--experiment", "the experiment name is empty")
     _check_tracking_uri(tracking_uri)
-    files = log_files(paths)
+    logs, skipped = read_logs(paths)
 
     client = tracking.client(tracking_uri)
     experiment_id = tracking.ensure_experiment(client, tracking_uri, experiment)
-    report = ImportReport(experiment, experiment_id, tracking_uri, sweep)
+    report = ImportReport(experiment, experiment_id, tracking_uri, sweep, skipped=skipped)
     this_call: dict[str, str] = {}
-    for path in files:
-        read = _read(path)
-        if isinstance(read, Skipped):
-            report.skipped.append(read)
-            continue
-        sha, text = read
+    for path, sha, log in logs:
         existing = this_call.get(sha) or _existing_run(client, experiment_id, sha, sweep)
         if existing is not None:
             report.duplicates.append(Duplicate(str(path), existing))
-            continue
-        try:
-            log = parse_log(text)
-        except NotATrainingLog as e:
-            report.skipped.append(Skipped(str(path), f"not a training log: {e}"))
             continue
         run_id = _write_run(client, experiment_id, path, sha, log, sweep)
         this_call[sha] = run_id

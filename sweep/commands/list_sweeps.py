@@ -1,7 +1,8 @@
 """`sweep list`: the sweeps an MLflow store holds, with their state, trial counts, best objective and start.
 
 It reads the sweeps' parent runs (tag `sweep.role` = sweep) in every experiment, and their child runs.
-A local sqlite store that does not exist is an error, not a new empty store.
+A local sqlite store that does not exist is an error, not a new empty store, and so is a file that is not
+an MLflow store (sweep.inputs.store_files).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections import Counter
 
 from sweep.errors import EXIT_OK, InputError
+from sweep.inputs.store_files import MLFLOW, check_store_file
 from sweep.report import table
 from sweep.report.table import fmt
 from sweep.report.trial_rows import from_run
@@ -61,8 +63,10 @@ def render(rows: list[dict]) -> str:
 def main(args: argparse.Namespace) -> int:
     uri = urls.absolute(args.mlflow_uri)
     db = urls.sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise InputError("--mlflow-uri", f"no MLflow store at {db}")
+    if db is not None:
+        if not db.exists():
+            raise InputError("--mlflow-uri", f"no MLflow store at {db}")
+        check_store_file(db, MLFLOW, "--mlflow-uri")
     rows = sweeps(uri)
     print(render(rows) if rows else f"no sweeps in {uri}")
     return EXIT_OK

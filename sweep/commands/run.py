@@ -24,6 +24,7 @@ from typing import Any
 import sweep
 from sweep.errors import InputError
 from sweep.inputs import preflight
+from sweep.inputs.input_files import check_output_folder, read_input_bytes
 from sweep.inputs.overrides import parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEQUENTIAL, SweepPlan, plan_path
 from sweep.inputs.resources import (
@@ -149,6 +150,8 @@ def find_space(name: str | None) -> Path:
             candidate = root / SPACES_DIR / f"{name}.yaml"
             if candidate.is_file():
                 return candidate
+    if path.exists():
+        return path   # not a file: sweep.inputs.input_files says what it is
     raise InputError("--space", f"no such search space file: {name}")
 
 
@@ -176,7 +179,7 @@ def _check_source_sites(space: SearchSpace, sets: dict, where: str) -> str:
     if script is None:
         raise InputError(where, "runs no Python file, and source mode writes the keys into the script the "
                                 "command runs")
-    source = script.read_bytes()
+    source = read_input_bytes(script, where)
     sites = ScriptSites(source, script.name)
     keys = {key: f"{space.source}: params.{key}" for key in space.params}
     keys.update({key: f"--set {key}" if key in sets else f"{space.source}: fixed.{key}" for key in space.fixed})
@@ -324,6 +327,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
         check_new_name(name, results_dir, storage)
     else:
         name = results.free_name(f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", results_dir)
+    if not results.is_uri(results_dir):
+        check_output_folder(Path(results_dir, name), "--results-dir")
     return SweepPlan(
         name=name, experiment=args.name or space.name, space_file=str(space_path.resolve()),
         space_text=space.text, preset=preset, trials=trials, concurrency=concurrency, gpus_per_trial=gpus,

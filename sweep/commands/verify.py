@@ -33,6 +33,8 @@ from typing import Any
 import yaml
 
 from sweep.errors import EXIT_OK, EXIT_SEEDS_FAILED, InputError
+from sweep.inputs import preflight
+from sweep.inputs.input_files import check_output_folder, read_input_text
 from sweep.inputs.overrides import check_key, format_override, format_value, parse_set
 from sweep.inputs.plan import DEFAULT_RESULTS_DIR, load_plan
 from sweep.inputs.resources import (
@@ -182,10 +184,9 @@ def _check_with_trainer(preset: str, config: dict[str, Any], world_size: int, wh
 
 
 def _config_file_keys(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError("--config", f"no such file: {path}")
+    text = read_input_text(path, "--config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InputError(str(path), f"not valid YAML: {e}") from None
     if data is None:
@@ -200,6 +201,7 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     seeds = list(range(in_range(args.seeds, "--seeds", 2, MAX_SEEDS)))
     in_range(args.concurrency, "--concurrency", 0, MAX_CONCURRENT)
     in_range(args.max_failures, "--max-failures", 0, MAX_FAILURES)
+    min_effect, power = _futility(args)
     display_settings()
     sweep = None if args.config else load_plan(args.results_dir, args.name)
     space = None if sweep is None else sweep.space()
@@ -240,7 +242,9 @@ def build_plan(args: argparse.Namespace) -> VerifyPlan:
     if trainer.source_mode:
         edit_script(trainer, os.getcwd(), {**config, **({trainer.seed_key: seeds[-1]} if trainer.seed_key else {})})
     claim = make_claim(preset, args.target, exports)
-    min_effect, power = _futility(args)
+    preflight.check_mlflow_uri(mlflow_uri)
+    if not results.is_uri(results_dir):
+        check_output_folder(Path(results_dir), "--results-dir")
     return VerifyPlan(
         name=results.free_name(f"{base}-verify", results_dir), source=source, experiment=experiment, preset=preset,
         config=config, seeds=seeds, claim=claim, mlflow_uri=mlflow_uri, results_dir=results_dir, cwd=os.getcwd(),

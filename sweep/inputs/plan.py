@@ -9,13 +9,16 @@ field existed load with its default.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from sweep.errors import InputError
+from sweep.inputs.input_files import read_input_text
 from sweep.inputs.resources import TrialResources
 from sweep.inputs.space import SearchSpace, parse_space
+from sweep.inputs.store_files import check_sweep_stores
 from sweep.inputs.trainer_spec import ARGS
 from sweep.stores import results_dir as results
 
@@ -106,12 +109,63 @@ def plan_path(results_dir: str | Path, name: str) -> str:
 
 
 def load_plan(results_dir: str | Path, name: str, where: str = "NAME") -> SweepPlan:
-    """The plan of the sweep `name`, which the command was given `where`, checked as a folder name first."""
+    """The plan of the sweep `name`, which the command was given `where`, checked as a folder name first; every
+    field of the type the plan gives it, its space a valid space, and its sqlite stores there and theirs
+    (sweep.inputs.store_files): a bad plan is an InputError naming the file."""
     path = plan_path(results_dir, results.check_name(name, where))
-    if not results.exists(path):
+    try:
+        found = results.exists(path)
+    except OSError:   # a file where a folder of the path should be
+        found = False
+    if not found:
         raise InputError(name, f"no sweep of that name: {path} does not exist")
     try:
-        data = json.loads(results.read_text(path))
-        return SweepPlan(**{f.name: data[f.name] for f in fields(SweepPlan) if f.name in data})
-    except (json.JSONDecodeError, TypeError) as e:
-        raise InputError(str(path), f"not a readable sweep plan: {e}") from None
+        data = json.loads(read_input_text(path))
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not a readable sweep plan: {e}") from None
+    plan = SweepPlan(**_checked_fields(data, path))
+    if plan.name != name:
+        raise InputError(f"{path}: name", f"the plan is of sweep {plan.name!r}, not {name!r}")
+    replace(plan, space_file=f"{path}: space_text").space()
+    check_sweep_stores(plan.mlflow_uri, plan.storage, bool(plan.parent_run_id), name, path)
+    return plan
+
+
+def _checked_fields(data: Any, path: str) -> dict[str, Any]:
+    """The plan's fields from `data`, each checked against its type; a field it lacks takes its default
+    (plans from before the field existed), a field the plan does not have is an error."""
+    if not isinstance(data, dict):
+        raise InputError(path, f"a sweep plan is a JSON object, got {type(data).__name__}")
+    types = get_type_hints(SweepPlan)
+    known = {f.name: f for f in fields(SweepPlan)}
+    for key in data:
+        if key not in known:
+            raise InputError(f"{path}: {key}", "unknown field of a sweep plan (written by another version?)")
+    for key, f in known.items():
+        if key not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise InputError(path, f"the field {key} is missing")
+        elif not _is_a(data[key], types[key]):
+            kind = types[key]
+            shown = str(kind).replace("typing.", "") if get_args(kind) else kind.__name__
+            raise InputError(f"{path}: {key}", f"expected {shown}, got {data[key]!r}")
+    return data
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    """`value`, read from JSON, is of the annotated type `kind`."""
+    if kind is Any:
+        return True
+    if kind is type(None):
+        return value is None
+    args = get_args(kind)
+    if isinstance(kind, UnionType):
+        return any(_is_a(value, k) for k in args)
+    origin = get_origin(kind)
+    if origin is dict:
+        return isinstance(value, dict) and all(_is_a(k, args[0]) and _is_a(v, args[1]) for k, v in value.items())
+    if origin is list:
+        return isinstance(value, list) and all(_is_a(v, args[0]) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))

@@ -1,6 +1,7 @@
 """Checks of the stores and the data, made by `sweep run` before it writes anything or starts Ray (docs/running.md,
 "Exit codes"). Each problem is an InputError naming the flag (exit code 2), and none of them writes: a
-sqlite store that does not exist yet is checked by its folder, not created.
+sqlite store that does not exist yet is checked by its folder, not created; one that exists is opened
+read-only (sweep.inputs.store_files).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import InputError
+from sweep.inputs.store_files import MLFLOW, OPTUNA, check_store_file
 from sweep.stores import credentials
 from sweep.stores.urls import sqlite_path
 
@@ -30,7 +32,9 @@ def check_mlflow_uri(uri: str) -> None:
     if credentials.is_server(uri):
         _check_answers(uri, flag)
     elif uri.startswith("sqlite:"):
-        _check_sqlite_folder(uri, flag)
+        path = _check_sqlite_folder(uri, flag)
+        if path.exists():
+            check_store_file(path, MLFLOW, flag, writable=True)
     elif "://" in uri:
         _check_database(uri, flag)
 
@@ -40,6 +44,7 @@ def check_storage(url: str) -> None:
     if url.startswith("sqlite:"):
         path = _check_sqlite_folder(url, flag)
         if path.exists():
+            check_store_file(path, OPTUNA, flag, writable=True)
             _open_optuna(url, flag)
     else:
         _check_database(url, flag)

@@ -44,6 +44,7 @@ import optuna.distributions as d
 import yaml
 
 from sweep.errors import InputError
+from sweep.inputs.input_files import read_input_text
 from sweep.inputs.objective import OBJECTIVE_MODES, Objective, check_metric
 from sweep.inputs.overrides import format_overrides
 from sweep.inputs.resources import MAX_CONFIRMED, MAX_SEEDS, in_range
@@ -377,10 +378,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(str(path), "no such search space file")
-    return parse_space(path.read_text(), str(path))
+    return parse_space(read_input_text(path), str(path))
 
 
 def check_with_trainer(space: SearchSpace, preset: str, world_size: int | None = None) -> None:

@@ -33,12 +33,15 @@ def _history(client, run_id, key) -> dict[int, float]:
 
 
 def test_upstream_logs_are_imported_with_the_trial_metric_names(store, tmp_path):
-    files = [LOGS / name for name in UPSTREAM] + [LOGS / "not_a_log.txt"]
-    report = il.import_logs(files, "upstream", store)
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for name in [*UPSTREAM, "not_a_log.txt"]:
+        shutil.copy(LOGS / name, folder / name)
+    report = il.import_logs([folder / name for name in UPSTREAM[:2]] + [folder], "upstream", store)
     client = MlflowClient(store)
 
-    assert [Path(r.path).name for r in report.imported] == UPSTREAM
-    assert [Path(s.path).name for s in report.skipped] == ["not_a_log.txt"]
+    assert sorted(Path(r.path).name for r in report.imported) == sorted(UPSTREAM)
+    assert [Path(s.path).name for s in report.skipped] == ["not_a_log.txt"]   # found in the folder: skipped
     assert "not a training log" in report.skipped[0].reason
     assert "not_a_log.txt" in report.summary()
     assert len(_runs(client, report.experiment_id)) == len(UPSTREAM)
@@ -172,11 +175,11 @@ def test_bad_input_fails_before_mlflow_is_touched(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_binary_file_is_skipped(store, tmp_path):
-    blob = tmp_path / "model.log"
-    blob.write_bytes(b"step:1/2 train_loss:1.0\0\x01\x02")
-    report = il.import_logs([blob], "binary", store)
-    assert report.imported == [] and "binary" in report.skipped[0].reason
+def test_binary_file_in_a_folder_is_skipped(store, tmp_path):
+    (tmp_path / "model.log").write_bytes(b"step:1/2 train_loss:1.0\0\x01\x02")
+    shutil.copy(LOGS / "parameter_golf_int8.txt", tmp_path / "train.log")
+    report = il.import_logs([tmp_path], "binary", store)
+    assert len(report.imported) == 1 and "binary" in report.skipped[0].reason
 
 
 def test_command_line_entry(store, tmp_path, capsys):

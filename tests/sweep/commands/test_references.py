@@ -63,10 +63,11 @@ def test_logs_imported_for_a_sweep_are_its_reference_curves_not_its_trials(tmp_p
     other = tmp_path / "other-record"
     other.mkdir()
     shutil.copy(LOGS / "parameter_golf_int6_sliding.txt", other / "parameter_golf_int8.txt")  # a name twice
-    logs = [LOGS / "parameter_golf_int8.txt", other / "parameter_golf_int8.txt", LOGS / "parameter_golf_truncated.txt",
-            LOGS / "not_a_log.txt"]
+    shutil.copy(LOGS / "not_a_log.txt", other / "notes.txt")   # in a folder: skipped
+    logs = [LOGS / "parameter_golf_int8.txt", other / "parameter_golf_int8.txt", LOGS / "parameter_golf_truncated.txt"]
     capsys.readouterr()
-    assert sweep_main(["import-logs", *map(str, logs), "--sweep", "golf", "--results-dir", plan.results_dir]) == 0
+    assert sweep_main(["import-logs", str(logs[0]), str(other), str(logs[2]), "--sweep", "golf",
+                       "--results-dir", plan.results_dir]) == 0
     printed = capsys.readouterr().out
     assert "3 imported, 0 already present, 1 skipped (experiment 'fp8_scales', sweep 'golf' in " \
            f"{plan.mlflow_uri})" in printed

@@ -114,5 +114,5 @@ def test_a_sqlite_storage_that_is_not_optunas_is_refused_and_left_as_it_was(tmp_
     before = db.read_bytes()
     done = sweep_run_in(tmp_path, "--storage", f"sqlite:///{db}", "--name", "kept")
     assert done.returncode == 2, done.stderr
-    assert f"--storage: cannot open sqlite:///{db} as an Optuna storage" in done.stderr
+    assert f"--storage: {db} is another program's database (tables: mine), not an Optuna storage" in done.stderr
     assert db.read_bytes() == before and _written(tmp_path) == ["other.db"]   # no tables added, no lock file

@@ -197,7 +197,7 @@ def test_a_float_range_on_an_integer_key_is_refused(tmp_path):
 
 
 def test_missing_and_unparsable_files_are_named(tmp_path):
-    with pytest.raises(InputError, match="no such search space file"):
+    with pytest.raises(InputError, match="absent.yaml: no such file"):
         load_space(tmp_path / "absent.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
