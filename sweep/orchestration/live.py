@@ -18,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sweep.report.live_text import display_settings, left_text, stamp, sweep_left, trial_cells, trial_left, trial_line
-from sweep.stores.tracking import trial_label
+from sweep.stores.child_run import OUTPUT_LOG
+from sweep.stores.tracking import TAG_ERROR, trial_label
 from sweep.trial.progress import BoardReader
 from sweep.trial.runner import FINAL_KEY, OBJECTIVE_KEY, TRIAL_NUMBER_KEY
 
@@ -157,6 +158,22 @@ class LiveView(Callback):
         self._printed.update(lines)
         print("\n".join([head, *(f"{stamp(now - self._start)}   {text}" for text in shown)]), file=sys.stdout,
               flush=True)
+
+    def on_trial_recover(self, iteration: int, trials, trial, **info) -> None:
+        self._failed(trial, "Tune runs it again (--max-failures)")
+
+    def on_trial_error(self, iteration: int, trials, trial, **info) -> None:
+        self._failed(trial, "it has used its --max-failures retries")
+
+    def _failed(self, trial, then: str) -> None:
+        """One line in place of Tune's logged traceback: why the trial failed is in its child run."""
+        label = trial_label(trial.config.get(TRIAL_NUMBER_KEY))
+        text = (f"{stamp(time.monotonic() - self._start)}   {label}  failed; {then}; why: its child run's "
+                f"{TAG_ERROR} tag, or trials/{label}/{OUTPUT_LOG} in the sweep's folder")
+        if self._live is not None:
+            self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=sys.stdout, flush=True)
 
     def on_experiment_end(self, trials, **info) -> None:
         """Also when the sweep was interrupted or Tune's loop raised: the table goes before the summary."""

@@ -40,6 +40,8 @@ def quiet_environment() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
+    # A failed trial is one line of the live view (sweep.orchestration.live), not Tune's logged traceback.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # A failed trial's error is its child run's `sweep.error`, and the live view counts it; Tune would print
     # each one's traceback.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")

@@ -170,6 +170,10 @@ def test_crash_is_retried_then_failed_and_divergence_is_a_penalised_result(ray_l
     run_root = load_plan(workdir / "runs", "crash").run_root
     assert (run_root / "trial_0001.attempt1" / "output.log").is_file()
     assert re.search(r"^\s*-\s+trial_0001\s+failed\s", out, re.M)
+    # Each failure is one line of the live view, not Tune's traceback.
+    assert re.search(r"trial_0001  failed; Tune runs it again .*\n(.*\n)*.*trial_0001  failed; it has used its "
+                     r"--max-failures retries; why: its child run's sweep.error tag", out)
+    assert "Traceback" not in out
     assert processes_with(marker) == []
 
 
