@@ -219,7 +219,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
             return EXIT_INTERRUPTED
         code = EXIT_INTERRUPTED
     except Exception as e:
-        what = store_error(e, plan.mlflow_uri, plan.storage)
+        what = store_error(e, plan.mlflow_uri, plan.storage, plan.sweep_dir)
         if what is None:
             raise
         print(f"sweep {plan.name}: stopped: {what}; fix it and run `{resume_command(plan)}`", file=sys.stderr,
