@@ -29,7 +29,7 @@ from sweep.orchestration.rejection import StopOnRejectedInput, shared_rejection
 from sweep.orchestration.search import StudySearcher
 from sweep.orchestration.store_stop import StopOnStoreFailure, failure_in, settle
 from sweep.orchestration.tune_state import restored
-from sweep.orchestration.tuner import new_tuner, quiet_environment, start_ray
+from sweep.orchestration.tuner import new_tuner, quiet_environment, result_number, start_ray
 from sweep.report.confirm_report import ConfirmReport, build_report
 from sweep.report.confirm_report import markdown as confirm_markdown
 from sweep.report.confirm_report import metrics as confirm_metrics
@@ -118,7 +118,7 @@ def result_state(result, pruned: set[int]) -> str:
         return "failed"
     if metrics.get(FINAL_KEY):
         return str(metrics.get("status", OK))
-    return "pruned" if (result.config or {}).get(TRIAL_NUMBER_KEY) in pruned else "stopped"
+    return "pruned" if result_number(result) in pruned else "stopped"
 
 
 def _reconcile(grid, run: SweepRun, pruned: set[int]) -> None:
@@ -126,11 +126,11 @@ def _reconcile(grid, run: SweepRun, pruned: set[int]) -> None:
     stopped by the scheduler, or its worker died): every trial ends with exactly one terminated run."""
     plan, space = run.plan, run.space
     for result in grid:
-        number = (result.config or {}).get(TRIAL_NUMBER_KEY)
+        number = result_number(result)
         status = result_state(result, pruned)
         if number is None or status not in ("failed", "pruned", "stopped"):
             continue
-        params = {k: space.trainer.text(v) for k, v in {**space.fixed, **result.config}.items()
+        params = {k: space.trainer.text(v) for k, v in {**space.fixed, **(result.config or {})}.items()
                   if k != TRIAL_NUMBER_KEY}
         record_ended(run.mlflow_client, run.experiment_id, plan.parent_run_id, plan.name, int(number), params, status,
                      None if result.error is None else str(result.error))
@@ -222,7 +222,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str = "", name_giv
             return EXIT_INTERRUPTED
         code = EXIT_INTERRUPTED
     except Exception as e:
-        what = store_error(e, plan.mlflow_uri, plan.storage)
+        what = store_error(e, plan.mlflow_uri, plan.storage, plan.sweep_dir)
         if what is None:
             raise
         print(f"sweep {plan.name}: stopped: {what}; fix it and run `{resume_command(plan)}`", file=sys.stderr,
@@ -345,7 +345,7 @@ def _search(run: SweepRun, tuner, samples: int, interrupts: Interrupts, resume: 
 
 
 def _numbers(grid) -> list[int]:
-    return [int(r.config[TRIAL_NUMBER_KEY]) for r in grid if TRIAL_NUMBER_KEY in (r.config or {})]
+    return [n for n in map(result_number, grid) if n is not None]
 
 
 def _wind_down(grid, run: SweepRun) -> None:
@@ -353,7 +353,7 @@ def _wind_down(grid, run: SweepRun) -> None:
     its own (the store that failed refuses its share), opening nothing that is gone. A failed trial is FAIL in
     Optuna; the trials the stop ended run again on resume, as after an interrupt."""
     plan = run.plan
-    failed = {int(r.config[TRIAL_NUMBER_KEY]) for r in grid if r.error is not None and TRIAL_NUMBER_KEY in r.config}
+    failed = {result_number(r) for r in grid if r.error is not None} - {None}
     pruned: set[int] = set()
 
     def settle_study() -> None:

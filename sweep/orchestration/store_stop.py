@@ -18,9 +18,9 @@ import optuna
 from optuna.trial import TrialState
 from ray import tune
 
+from sweep.orchestration.tuner import result_number
 from sweep.stores.child_run import SweepRecords
 from sweep.stores.store_failure import STORE_FAILURE, store_errors
-from sweep.trial.runner import TRIAL_NUMBER_KEY
 
 _FAILURE = re.compile(rf"{re.escape(STORE_FAILURE)}: (.+)")
 
@@ -35,7 +35,7 @@ def failure_in(grid, skip: set[int]) -> str | None:
     """The first store failure among the errors of a Tune `ResultGrid`'s trials, but for those of trial
     numbers in `skip`."""
     for result in grid:
-        if (result.config or {}).get(TRIAL_NUMBER_KEY) in skip:
+        if result_number(result) in skip:
             continue
         what = failure_named(None if result.error is None else str(result.error))
         if what is not None:

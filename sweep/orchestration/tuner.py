@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import signal
+from pathlib import PurePosixPath
 
 import mlflow
 import optuna
@@ -25,6 +27,7 @@ from sweep.trial.runner import TRIAL_NUMBER_KEY, TrialSettings, run_trial
 
 # Tune snapshots its state at most this often; a short period keeps what a killed driver loses small.
 CHECKPOINT_PERIOD_S = "2"
+TUNE_DIR_PREFIX = "tune_"
 STORE_ERROR_LOGGER = "mlflow.store.db.utils"
 
 
@@ -41,9 +44,6 @@ def quiet_environment() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
     # A failed trial is one line of the live view (sweep.orchestration.live), not Tune's logged traceback.
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    # A failed trial's error is its child run's `sweep.error`, and the live view counts it; Tune would print
-    # each one's traceback.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # Tune's newer console output prints its configuration box even at verbose=0; the classic one is silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -93,7 +93,17 @@ def tune_trial_name(trial) -> str:
 def tune_trial_dirname(trial) -> str:
     """Tune's folder of a trial, beside the sweep's `trials/` (it holds none of the trial's files: those are in
     its run directory, `trials/trial_NNNN`)."""
-    return f"tune_{tune_trial_name(trial)}"
+    return f"{TUNE_DIR_PREFIX}{tune_trial_name(trial)}"
+
+
+def result_number(result) -> int | None:
+    """The trial number of an entry of Tune's `ResultGrid`: its config's, or, for a trial that failed before
+    its first report (its result then holds no config), its folder's (`tune_dirname`)."""
+    number = (result.config or {}).get(TRIAL_NUMBER_KEY)
+    if number is not None:
+        return int(number)
+    found = re.fullmatch(rf"{TUNE_DIR_PREFIX}trial_(\d+)", PurePosixPath(result.path).name)  # trial_label's form
+    return int(found.group(1)) if found else None
 
 
 def new_tuner(settings: TrialSettings, *, name: str, results_dir: str, max_failures: int,

@@ -57,10 +57,12 @@ def _database_error(exc: BaseException) -> str | None:
     return None
 
 
-def store_error(exc: BaseException, mlflow_uri: str, storage: str | None = None) -> str | None:
+def store_error(exc: BaseException, mlflow_uri: str, storage: str | None = None, folder: str | None = None
+                ) -> str | None:
     """What failed, if `exc` (or what caused it) is a store refusing a write: the store named by its URL, or
-    the file a disk refused; None for any other error. Without a `storage` (in a trial, which writes no Optuna
-    store) a database error is the MLflow store's."""
+    the file a disk refused (or, when the error does not name it, the `folder` written to); None for any other
+    error. Without a `storage` (in a trial, which writes no Optuna store) a database error is the MLflow
+    store's."""
     from mlflow.exceptions import MlflowException
     from optuna.exceptions import StorageInternalError
 
@@ -68,8 +70,10 @@ def store_error(exc: BaseException, mlflow_uri: str, storage: str | None = None)
         if isinstance(err, StoreFailure):
             return err.what
         if isinstance(err, OSError) and err.errno in REFUSED:
-            where = f" to {err.filename}" if err.filename else ""
-            return f"the disk refused a write{where} ({err.strerror or err})"
+            reason = err.strerror or str(err)
+            if err.filename:
+                return f"the disk refused a write to {err.filename} ({reason})"
+            return f"the disk refused a write ({reason})" + (f" under {folder}" if folder else "")
         reason = _database_error(err)
         if reason is not None:
             return _stopped(_store_of(exc, mlflow_uri, storage), reason)
