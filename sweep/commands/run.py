@@ -51,6 +51,7 @@ from sweep.report.verify_claim import track_min_effect
 from sweep.stores import credentials, urls
 from sweep.stores import results_dir as results
 from sweep.stores.study import SAMPLERS, make_sampler, study_exists
+from trainer.config import preset_names
 
 HELP = "run a sweep (no arguments: the embedded CPU default)"
 DEFAULT_SPACE = "fp8_scales"
@@ -294,6 +295,8 @@ def build_plan(args: argparse.Namespace) -> SweepPlan:
     in_range(args.max_failures, "--max-failures", 0, MAX_FAILURES)
     # Another program is not told a preset; the space's is only recorded.
     preset = args.preset or (space.preset if gpus or space.trainer.command else CPU_PRESET)
+    if args.preset and args.preset not in preset_names():   # recorded, and its record rules used, even then
+        raise InputError("--preset", f"unknown preset {args.preset!r} (known: {', '.join(preset_names())})")
     confirmation = _confirm_settings(args, space, preset)
     if args.stop_at is not None and not math.isfinite(args.stop_at):
         raise InputError("--stop-at", f"must be a finite value of {space.metric}, got {args.stop_at}")

@@ -37,6 +37,9 @@ def check_mlflow_uri(uri: str) -> None:
             check_store_file(path, MLFLOW, flag, writable=True)
     elif "://" in uri:
         _check_database(uri, flag)
+    elif not uri.startswith("databricks"):   # a bare path: MLflow's file store, which MLflow no longer takes
+        raise InputError(flag, f"{uri!r} is not a tracking URI: give sqlite:///FILE, http(s)://HOST:PORT or a "
+                               f"database URL")
 
 
 def check_storage(url: str) -> None:

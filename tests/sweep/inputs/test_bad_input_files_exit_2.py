@@ -241,3 +241,12 @@ def test_import_logs_of_a_folder_without_a_log_names_each_file_and_creates_nothi
     (workdir / "logs" / "notes.txt").write_bytes(TEXT)
     refused(capsys, workdir, ["import-logs", "logs"], "logs: no training log to import: logs/notes.txt: not a training log")
     assert not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mlflow-uri", "mlruns"], "--mlflow-uri: 'mlruns' is not a tracking URI"),
+    (["--preset", "speedrunn"], "--preset: unknown preset 'speedrunn'"),
+])
+def test_a_bare_path_as_mlflow_uri_or_an_unknown_preset_is_refused_before_anything_is_written(capsys, workdir, flags,
+                                                                                             message):
+    refused(capsys, workdir, [*run_args(workdir), *flags], message)
