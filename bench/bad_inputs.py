@@ -16,8 +16,7 @@ progress line; for a traceback its last line), then
 
 and how many cases wrote into their folder (a path added, removed or changed: a store, a lock file, a
 sweep folder) or started Ray. Run as root, the commands run without the capability to override file
-permissions, so an unreadable file is unreadable to them as to any user. Cases marked with another
-branch of the work on issue 23 (`i23-lock`, `i23-secrets`) are listed as theirs. Control cases (valid
+permissions, so an unreadable file is unreadable to them as to any user. Control cases (valid
 input) check that each prepared setting is accepted, so a bad case fails for its own reason; they are
 not counted. Saves bench/results/bad_inputs.json.
 """
@@ -62,7 +61,6 @@ class Case:
     argv: list[str]                                  # after `python -m sweep`
     setup: Callable[[Path], None] | None = None      # builds the case's folder
     env: dict[str, str] = field(default_factory=dict)
-    owner: str = ""                                  # the branch that fixes it, when not this one
     control: bool = False                            # valid input: must not exit 2
 
 
@@ -244,8 +242,7 @@ def numbers(c: Cases, b: Builder) -> None:
                   ["--confirm-power", "0"], ["--min-effect", "-1"], ["--min-effect", "nan"]):
         c.add(f"run --confirm 1 {' '.join(extra)}", [*RUN, "--confirm", "1", *extra], c.with_space)
     c.add("run --confirm-seeds without --confirm", [*RUN, "--confirm-seeds", "3"], c.with_space)
-    c.add("run --trials 99999999999999999999", [*RUN, "--trials", "99999999999999999999"], c.with_space,
-        owner="i23-lock")
+    c.add("run --trials 99999999999999999999", [*RUN, "--trials", "99999999999999999999"], c.with_space)
     c.add("compare --top 0", ["compare", NAME, "--top", "0"], c.sweep_then())
     for extra in (["--seeds", "1"], ["--seeds", "0"], ["--concurrency", "-1"], ["--max-failures", "-1"],
                   ["--min-effect", "nan"], ["--min-effect", "0.1", "--power", "2"], ["--power", "0.9"]):
@@ -322,10 +319,9 @@ def stores(c: Cases, b: Builder) -> None:
         c.add(f"resume: the sweep's optuna.db {kind}", ["resume", NAME], c.sweep_then(lambda f, k=kind: bad_file(k)(f / "optuna.db")))
         c.add(f"verify: the sweep's mlflow.db {kind}", ["verify", NAME], c.sweep_then(lambda f, k=kind: bad_file(k)(f / "mlflow.db")))
     c.add("compare: the sweep's mlflow.db missing", ["compare", NAME], c.sweep_then(lambda f: (f / "mlflow.db").unlink()))
-    c.add("resume: the sweep's optuna.db missing", ["resume", NAME], c.sweep_then(lambda f: (f / "optuna.db").unlink()),
-        owner="i23-lock")
+    c.add("resume: the sweep's optuna.db missing", ["resume", NAME], c.sweep_then(lambda f: (f / "optuna.db").unlink()))
     for variable in ("SWEEP_STORAGE_PASSWORD", "SWEEP_MLFLOW_PASSWORD"):
-        c.add(f"run: {variable} with a sqlite store", [*RUN], c.with_space, env={variable: "hunter2"}, owner="i23-secrets")
+        c.add(f"run: {variable} with a sqlite store", [*RUN], c.with_space, env={variable: "hunter2"})
 
 
 def folders(c: Cases, b: Builder) -> None:
@@ -348,15 +344,14 @@ def folders(c: Cases, b: Builder) -> None:
 
 def names(c: Cases, b: Builder) -> None:
     # Names.
-    for name, owner in (("a/b", ""), ("..", "i23-lock"), (".", "i23-lock"), ("", "i23-lock"), ("a b", "")):
-        c.add(f"run --name {name!r}", [*RUN[:-1], name], c.with_space, owner=owner)
-    for name, owner in (("..", "i23-lock"), (".", "i23-lock"), ("../runs/base", "i23-lock"), ("a/b", "")):
-        c.add(f"resume {name!r}", ["resume", name], c.sweep_then(), owner=owner)
-    c.add("compare '..'", ["compare", ".."], c.sweep_then(), owner="i23-lock")
-    c.add("verify '..'", ["verify", ".."], c.sweep_then(), owner="i23-lock")
+    for name in ("a/b", "..", ".", "", "a b"):
+        c.add(f"run --name {name!r}", [*RUN[:-1], name], c.with_space)
+    for name in ("..", ".", "../runs/base", "a/b"):
+        c.add(f"resume {name!r}", ["resume", name], c.sweep_then())
+    c.add("compare '..'", ["compare", ".."], c.sweep_then())
+    c.add("verify '..'", ["verify", ".."], c.sweep_then())
     c.add("import-logs --sweep '..'", ["import-logs", "log.txt", "--sweep", ".."],
-        c.sweep_then(lambda f: c.log(f)),
-        owner="i23-lock")
+        c.sweep_then(lambda f: c.log(f)))
     c.add("import-logs --experiment ''", ["import-logs", "log.txt", "--experiment", ""],
         lambda f: c.log(f))
 
@@ -478,11 +473,11 @@ def main() -> int:
             before = snapshot(folder)
             result = run_case(case, folder, code, args.timeout)
             unlock(folder)
-            row = {"case": case.name, "argv": case.argv, "owner": case.owner, "control": case.control, **result,
+            row = {"case": case.name, "argv": case.argv, "control": case.control, **result,
                    "wrote": changes(before, snapshot(folder))}
             row["outcome"] = outcome(row)
             rows.append(row)
-            mark = f" [{case.owner}]" if case.owner else (" [control]" if case.control else "")
+            mark = " [control]" if case.control else ""
             wrote = f" wrote {', '.join(row['wrote'][:4])}" if row["wrote"] else ""
             ray = " ray started" if row["ray_started"] else ""
             print(f"{row['outcome']:>14} rc={row['rc']:<3} {row['seconds']:6.1f}s  {case.name}{mark}: "
@@ -501,16 +496,13 @@ def main() -> int:
     failed_controls = [r["case"] for r in rows if r["control"] and r["rc"] != 0]
     summary = {"cases": len(bad), "exit_2": len(exit2), "tracebacks": len(tracebacks),
                "other": len(bad) - len(exit2) - len(tracebacks), "wrote": len(wrote), "ray_started": len(ray),
-               "not_exit_2_by_owner": {}, "failed_controls": failed_controls,
+               "not_exit_2": [r["case"] for r in bad if r not in exit2 or r["wrote"]],
+               "failed_controls": failed_controls,
                "code": str(code), "seconds": round(sum(r["seconds"] for r in rows), 1)}
-    for r in bad:
-        if r not in exit2 or r["wrote"]:
-            owner = r["owner"] or "this branch"
-            summary["not_exit_2_by_owner"].setdefault(owner, []).append(r["case"])
     print(f"\nbad inputs: exit 2 of {len(bad)} (tracebacks: {len(tracebacks)}, other: {summary['other']})")
     print(f"wrote into their folder: {len(wrote)}; started Ray: {len(ray)}; controls failed: {len(failed_controls)}")
-    for owner, names in summary["not_exit_2_by_owner"].items():
-        print(f"  not exit 2, or wrote ({owner}): {len(names)}")
+    for name in summary["not_exit_2"]:
+        print(f"  not exit 2, or wrote: {name}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "cases": rows}, indent=1) + "\n")
     return 0 if not failed_controls else 1
