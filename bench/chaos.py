@@ -63,7 +63,9 @@ TRIAL_KINDS = {"rank": "ranks", "supervisor": "supervisors", "agent": "agents"}
 POLL_S = 0.2
 GONE_WAIT_S = 60.0            # for a tree's trainer processes to end after a driver SIGKILL
 TERM_WAIT_S = 180.0           # for a SIGTERMed driver to exit before it is SIGKILLed as hung
-LEFT_WAIT_S = 30.0            # for the sweep's processes to end after the last driver exited
+# For the sweep's processes to end after the last driver exited: the dashboard and runtime-env agents of a
+# SIGKILLed driver's local Ray instance end on their own, about 62 s after it (measured on 2 cores).
+LEFT_WAIT_S = 90.0
 TRACEBACK = "Traceback (most recent call last)"
 TUNE_TRIAL_FAILED = "Trial task failed for trial"   # what Tune logs, with a traceback, when a trial raises
 ENDED = ("COMPLETE", "PRUNED", "FAIL")

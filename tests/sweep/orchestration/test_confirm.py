@@ -14,7 +14,7 @@ import uuid
 import optuna
 import pytest
 import scipy.stats
-from paths import REPO
+from paths import REPO, SPACES
 from sweeping import (
     PLAIN_FAKE,
     confirm_runs,
@@ -258,7 +258,8 @@ def test_paired_statistics_follow_scipy_and_never_crown_an_identical_configurati
 
 
 def test_a_plan_written_before_the_confirmation_fields_still_loads(tmp_path):
-    old = {"name": "old", "experiment": "old", "space_file": "s.yaml", "space_text": "", "preset": "tiny",
+    space_text = (SPACES / "fp8_scales.yaml").read_text()
+    old = {"name": "old", "experiment": "old", "space_file": "s.yaml", "space_text": space_text, "preset": "tiny",
            "trials": 2, "concurrency": 0, "gpus_per_trial": 0, "nproc_per_trial": 1, "cpus_per_trial": 1,
            "scheduler": "fifo", "sampler": "tpe", "max_failures": 1, "mlflow_uri": "sqlite:///m.db",
            "storage": "sqlite:///o.db", "results_dir": str(tmp_path), "cwd": str(tmp_path)}
