@@ -15,7 +15,7 @@ from sweep.orchestration.tune_state import SET_ASIDE_PREFIX
 
 pytestmark = pytest.mark.slow  # starts Ray and trainer processes
 
-TRIALS = 4
+TRIALS = 3
 
 
 @pytest.mark.parametrize("torn", ["experiment_state-", "searcher-state-"])
@@ -26,8 +26,8 @@ def test_resume_sets_a_torn_tune_state_aside_and_finishes_the_sweep(tmp_path, to
     driver = start_driver(tmp_path, "run", "--space", str(space), "--trials", str(TRIALS), "--concurrency", "1",
                           "--name", "torn", "--trainer-cmd", PLAIN_FAKE)
     try:
-        wait_for(lambda: completed_trials(storage, "torn") >= 2 and processes_with(marker), 240,
-                 "two finished trials and a running one")
+        wait_for(lambda: completed_trials(storage, "torn") >= 1 and processes_with(marker), 240,
+                 "a finished trial and a running one")
     finally:
         driver.send_signal(signal.SIGKILL)
         finish(driver)
