@@ -504,7 +504,9 @@ def main() -> int:
     for name in summary["not_exit_2"]:
         print(f"  not exit 2, or wrote: {name}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "cases": rows}, indent=1) + "\n")
+    from runs import portable
+
+    args.out.write_text(portable(json.dumps({"summary": summary, "cases": rows}, indent=1)) + "\n")
     return 0 if not failed_controls else 1
 
 

@@ -461,14 +461,14 @@ def main() -> int:
     ok = not (v["duplicates"] or v["lost"] or v["running"] or v["disagreements"] or v["processes_left"]
               or v["unexpected_exits"] or v["several_parents"]) and v["integrity_ok"] and v["finished"]
     print("\n" + table(campaign, counts, left, v))
-    from runs import machine
+    from runs import machine, portable
 
     result = {"bench": "chaos", "command": shlex.join([Path(sys.executable).name, *sys.argv]), **machine(),
               "cpu_count": os.cpu_count(), "args": {k: str(x) if isinstance(x, Path) else x for k, x in vars(args).items()},
               "wall_s": round(campaign.now(), 1), "ok": ok, **v, "counts": counts, "processes": left,
               "faults": campaign.faults, "rounds": campaign.rounds}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    args.out.write_text(portable(json.dumps(result, indent=2, default=str)) + "\n")
     if args.keep or not ok:
         print(f"kept {folder}")
     else:

@@ -11,6 +11,13 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
+
+
+def portable(text: str) -> str:
+    """`text` with this interpreter's and this checkout's paths written `python` and `<repo>`: a saved result
+    says what ran, not where."""
+    return text.replace(sys.executable, "python").replace(str(REPO), "<repo>")
 
 
 def launch_command(nproc: int) -> list[str]:
