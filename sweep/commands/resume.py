@@ -22,7 +22,6 @@ from sweep.inputs.plan import CONFIRM, DEFAULT_RESULTS_DIR, SweepPlan, load_plan
 from sweep.orchestration import local_ray
 from sweep.report.live_text import display_settings
 from sweep.stores import credentials, sweep_lock, urls
-from sweep.stores import results_dir as results
 from sweep.stores.credentials import redact
 from sweep.trial.command import edit_script
 
@@ -87,9 +86,8 @@ def finished(plan: SweepPlan) -> bool:
 
 
 def _say_finished(plan: SweepPlan) -> int:
-    flag = "" if plan.results_dir == results.normalize(DEFAULT_RESULTS_DIR) else f" --results-dir {plan.results_dir}"
     print(f"sweep {plan.name} has finished (parent run {plan.parent_run_id}); nothing to resume\n"
-          f"next: sweep compare {plan.name}{flag}", flush=True)
+          f"next: sweep compare {plan.name}{plan.results_flag}", flush=True)
     return EXIT_OK
 
 

@@ -83,6 +83,12 @@ class SweepPlan:
         return self.sweep_dir / "trials"
 
     @property
+    def results_flag(self) -> str:
+        """` --results-dir DIR` where the sweep keeps its state elsewhere than the commands look by default, for
+        the commands the sweep prints."""
+        return "" if self.results_dir == results.normalize(DEFAULT_RESULTS_DIR) else f" --results-dir {self.results_dir}"
+
+    @property
     def confirm_name(self) -> str:
         """The confirmation's Tune experiment (beside the sweep's) and MLflow parent run."""
         return f"{self.name}-confirm"

@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweep.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORE_FAILED, InputError
-from sweep.inputs.plan import DEFAULT_RESULTS_DIR, FIXED, SEARCH, SweepPlan, plan_path
+from sweep.inputs.plan import FIXED, SEARCH, SweepPlan, plan_path
 from sweep.inputs.resources import trials_that_fit
 from sweep.inputs.space import SearchSpace
 from sweep.orchestration import confirm
@@ -172,13 +172,8 @@ def open_records(plan: SweepPlan, space: SearchSpace, mlflow_client, resume: boo
     return experiment_id
 
 
-def _results_flag(plan: SweepPlan) -> str:
-    """`--results-dir DIR` where the sweep keeps its state elsewhere than the commands look by default."""
-    return "" if plan.results_dir == results.normalize(DEFAULT_RESULTS_DIR) else f" --results-dir {plan.results_dir}"
-
-
 def resume_command(plan: SweepPlan) -> str:
-    return f"sweep resume {plan.name}{_results_flag(plan)}"
+    return f"sweep resume {plan.name}{plan.results_flag}"
 
 
 def next_steps(plan: SweepPlan, experiment_id: str) -> list[str]:
@@ -186,7 +181,7 @@ def next_steps(plan: SweepPlan, experiment_id: str) -> list[str]:
     trials."""
     store = "" if plan.mlflow_uri == urls.absolute(urls.DEFAULT_MLFLOW_URI) else f" --mlflow-uri {plan.mlflow_uri}"
     commands = [(f"sweep list{store}", "the sweeps of this store"),
-                (f"sweep compare {plan.name}{_results_flag(plan)}",
+                (f"sweep compare {plan.name}{plan.results_flag}",
                  f"this sweep's trials ranked, parameter importance, plots in {plan.sweep_dir / 'compare'}")]
     width = max(len(command) for command, _ in commands)
     return ["next: " + "\n      ".join(f"{command.ljust(width)}  # {what}" for command, what in commands),
